@@ -78,8 +78,8 @@ def layer_weight(scheme: str | Sequence[float], layer: int, num_layers: int, bas
         if len(weights) != num_layers:
             raise M2DError(f"layer_weighting: explicit list needs {num_layers} weights (one per block), got {len(weights)}")
         return float(weights[layer - 1])
-    if layer < 1:
-        raise M2DError(f"layer_weighting: weights are defined for blocks 1..{num_layers}, got layer {layer}")
+    if scheme in ("linear", "log") and layer < 1:
+        raise M2DError(f"layer_weighting: {scheme} weights need layer >= 1, got {layer}")
     if scheme == "linear":
         return 1.0 / layer
     if scheme == "log":

@@ -69,12 +69,16 @@ class Encoder(nn.Module):
         self.max_length = int(max_length)
 
     @property
+    def config(self):
+        return getattr(self.model, "module", self.model).config  # unwrap DDP
+
+    @property
     def num_layers(self) -> int:
-        return int(self.model.config.num_hidden_layers)
+        return int(self.config.num_hidden_layers)
 
     @property
     def hidden_size(self) -> int:
-        return int(self.model.config.hidden_size)
+        return int(self.config.hidden_size)
 
     @property
     def device(self) -> torch.device:
@@ -144,3 +148,37 @@ def load_encoder(name: str, pooling: str | None = None, max_length: int | None =
     encoder = Encoder(model, tokenizer, pooling=pooling or settings.get("pooling", "mean"),
                       max_length=max_length or settings.get("max_length") or 128)
     return encoder.to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+
+def save_sentence_transformer(encoder: Encoder, path: str | Path) -> Path:
+    """Save in SentenceTransformer layout (Transformer + Pooling), loadable with ``SentenceTransformer(path)``."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    model = getattr(encoder.model, "module", encoder.model)  # unwrap DDP
+    model.save_pretrained(path)
+    encoder.tokenizer.save_pretrained(path)
+    (path / "1_Pooling").mkdir(exist_ok=True)
+    (path / "1_Pooling" / "config.json").write_text(json.dumps({
+        "word_embedding_dimension": encoder.hidden_size,
+        "pooling_mode_cls_token": encoder.pooling == "cls",
+        "pooling_mode_mean_tokens": encoder.pooling == "mean",
+        "pooling_mode_max_tokens": False,
+        "pooling_mode_mean_sqrt_len_tokens": False,
+    }, indent=2))
+    (path / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": encoder.max_length,
+                                                                "do_lower_case": False}, indent=2))
+    (path / "modules.json").write_text(json.dumps([
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+    ], indent=2))
+    return path
+
+
+def truncate_layers(encoder: Encoder, num_layers: int) -> Encoder:
+    """Keep the first ``num_layers`` transformer blocks (a separately trained sub-model)."""
+    blocks = encoder.model.encoder.layer
+    if not 1 <= num_layers <= len(blocks):
+        raise M2DError(f"truncate: layer {num_layers} is out of range; allowed 1..{len(blocks)}")
+    encoder.model.encoder.layer = blocks[:num_layers]
+    encoder.model.config.num_hidden_layers = num_layers
+    return encoder

@@ -1,0 +1,159 @@
+"""Typed, validated run configuration loaded from YAML plus ``--set key=value`` overrides.
+
+Every invalid field becomes one :class:`M2DError` line naming the field and what is allowed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .errors import M2DError
+from .methods import MethodConfig
+
+PRESET_DIR = Path(__file__).resolve().parents[2] / "experiments" / "configs"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelConfig(_Strict):
+    name: str = "minilm-l6"
+    pooling: Literal["mean", "cls"] | None = None  # None: the model folder's own setting, else mean
+    max_length: int = Field(64, ge=8, le=8192)
+
+
+class DataConfig(_Strict):
+    data_dir: str | None = None  # None: $M2D_DATA_DIR, else ./data
+    train: str = "snli"  # snli | stsb | scifact | a path; the task loss decides triplets vs scored pairs
+    train_split: str = "all"
+    max_train_examples: int | None = Field(None, ge=1)
+
+
+class EvalConfig(_Strict):
+    datasets: list[str] = Field(default_factory=lambda: ["stsb"])
+    split: str = "dev"
+    layers: str | list[int] = "all"
+    dims: str | list[int] = "all"
+    batch_size: int = Field(128, ge=1)
+    max_examples: int | None = Field(None, ge=1)  # cap per dataset, for quick periodic evaluation
+    every_steps: int = Field(0, ge=0)  # 0: evaluate at the end only
+
+
+class TrainConfig(_Strict):
+    seed: int = 42
+    batch_size: int = Field(32, ge=2)
+    grad_accum: int = Field(1, ge=1)
+    max_steps: int = Field(200, ge=1)
+    lr: float = Field(2e-5, gt=0)
+    weight_decay: float = Field(0.01, ge=0)
+    warmup_ratio: float = Field(0.1, ge=0, le=1)
+    max_grad_norm: float = Field(1.0, gt=0)
+    bf16: Literal["auto", True, False] = "auto"  # auto: bf16 autocast on CUDA only
+    length_bucketing: bool = True
+    bucket_batches: int = Field(64, ge=1)  # batches per length-sorted bucket before shuffling batch order
+    checkpoint_every: int = Field(0, ge=0)  # 0: no periodic checkpoints
+    keep_checkpoints: int = Field(2, ge=1)
+    log_every: int = Field(10, ge=1)
+
+
+class Config(_Strict):
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    method: MethodConfig = Field(default_factory=MethodConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+
+
+def _first_error(err: ValidationError) -> str:
+    e = err.errors()[0]
+    where = ".".join(str(p) for p in e["loc"]) or "config"
+    msg = e["msg"].removeprefix("Value error, ")
+    if e["type"] == "extra_forbidden":
+        msg = "unknown field"
+    elif e["type"] == "literal_error":
+        msg = msg.replace("Input should be", "allowed:")
+    got = e.get("input")
+    return f"{where}: {msg}" + (f" (got {got!r})" if got is not None and not isinstance(got, dict) else "")
+
+
+def build_config(data: dict[str, Any]) -> Config:
+    try:
+        return Config.model_validate(data)
+    except ValidationError as err:
+        raise M2DError(_first_error(err)) from None
+
+
+def _set_dotted(data: dict, key: str, value: Any) -> None:
+    parts = key.split(".")
+    node = data
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise M2DError(f"--set {key}: {part} is not a section")
+    node[parts[-1]] = value
+
+
+def parse_overrides(pairs: list[str] | None) -> dict[str, Any]:
+    """``["train.max_steps=200", "method.kl.weight=0"]`` -> nested dict; values are parsed as YAML."""
+    out: dict[str, Any] = {}
+    for pair in pairs or []:
+        if "=" not in pair:
+            raise M2DError(f"--set {pair!r}: expected key=value, e.g. train.max_steps=200")
+        key, raw = pair.split("=", 1)
+        _set_dotted(out, key.strip(), yaml.safe_load(raw) if raw.strip() else None)
+    return out
+
+
+def deep_merge(base: dict, extra: dict) -> dict:
+    merged = dict(base)
+    for key, value in extra.items():
+        merged[key] = deep_merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
+    return merged
+
+
+def resolve_preset(name_or_path: str | Path) -> Path:
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    for folder in (PRESET_DIR, Path.cwd() / "experiments" / "configs"):
+        candidate = folder / f"{name_or_path}.yaml"
+        if candidate.is_file():
+            return candidate
+    names = sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+    raise M2DError(f"config: {name_or_path} is neither a file nor a preset; presets: {', '.join(names)}")
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(Path(path).read_text()) or {}
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise M2DError(f"config {path}{where}: invalid YAML ({getattr(err, 'problem', err)})") from None
+    if not isinstance(data, dict):
+        raise M2DError(f"config {path}: top level must be a mapping of sections")
+    return data
+
+
+def load_config(preset: str | Path | None = None, overrides: list[str] | dict | None = None) -> Config:
+    """Preset name (``v2``) or YAML path, then overrides (``--set`` strings or a nested dict)."""
+    data = load_yaml(resolve_preset(preset)) if preset else {}
+    extra = overrides if isinstance(overrides, dict) else parse_overrides(overrides)
+    return build_config(deep_merge(data, extra))
+
+
+def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested dict -> ``{"method.kl.weight": 0.3}`` (MLflow params and sweep spaces use dotted keys)."""
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            out.update(flatten(value, name + "."))
+        else:
+            out[name] = value
+    return out

@@ -1,0 +1,36 @@
+"""Data loaders: evaluation sets (STS, retrieval) and training data (NLI triplets, scored pairs, qrels pairs).
+
+Everything returns the plain containers in ``types``; every bad input raises a one-line ``M2DError``
+naming the file, the line and the problem. See ``load`` for dataset names and path formats.
+"""
+
+from .nli import load_triplet_tsv, triplets_from_senteval
+from .registry import (
+    REGISTRY,
+    STS_AVG_SETS,
+    available_sts_sets,
+    data_dir,
+    dataset_files,
+    file_checksums,
+    load,
+    load_retrieval_train,
+    load_scored_pairs,
+    load_triplets,
+)
+from .retrieval import (
+    load_beir,
+    load_msmarco_collection,
+    load_msmarco_triples,
+    load_trec_qrels,
+    load_trec_topics,
+)
+from .sts import SEMEVAL_SUBSETS, load_semeval_sts, load_sick, load_stsb
+from .types import RetrievalSet, STSPairs, Triplets
+
+__all__ = [
+    "REGISTRY", "SEMEVAL_SUBSETS", "STS_AVG_SETS", "RetrievalSet", "STSPairs", "Triplets",
+    "available_sts_sets", "data_dir", "dataset_files", "file_checksums", "load", "load_beir",
+    "load_msmarco_collection", "load_msmarco_triples", "load_retrieval_train", "load_scored_pairs",
+    "load_semeval_sts", "load_sick", "load_stsb", "load_trec_qrels", "load_trec_topics", "load_triplet_tsv",
+    "load_triplets", "triplets_from_senteval",
+]

@@ -1,0 +1,309 @@
+"""The training loop: one function, run as is on a laptop or as a Ray Train worker.
+
+``train(config, out_dir)`` trains, checkpoints every N steps (resume reproduces an uninterrupted run
+exactly: same seed, one process), evaluates the layer x dim grid and saves a SentenceTransformer
+model. The Ray glue passes a ``Hooks`` object instead of calling MLflow or Ray from here.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import yaml
+from tqdm.auto import tqdm
+
+from .config import Config
+from .encoder import Encoder, load_encoder, save_sentence_transformer, truncate_layers
+from .errors import M2DError
+from .losses import Matryoshka2DLoss
+
+
+# -- data -------------------------------------------------------------------------------------------------
+@dataclass
+class TrainData:
+    """Text columns (anchor, positive[, negative]) or (sentence1, sentence2) with float labels."""
+
+    columns: list[list[str]]
+    labels: list[float] | None = None
+
+    def __len__(self) -> int:
+        return len(self.columns[0])
+
+
+def load_train_data(cfg: Config) -> TrainData:
+    from . import data as d
+
+    task, name = cfg.method.task_loss, cfg.data.train
+    if task == "mnrl":
+        if name == "scifact":
+            t = d.load_retrieval_train(name, data_dir=cfg.data.data_dir)
+        else:
+            t = d.load_triplets(name, split=cfg.data.train_split, data_dir=cfg.data.data_dir)
+        columns = [t.anchors, t.positives] + ([t.negatives] if t.negatives else [])
+        out = TrainData(columns)
+    else:
+        pairs = d.load_scored_pairs("stsb" if name == "snli" else name, split="train", data_dir=cfg.data.data_dir)
+        out = TrainData([pairs.sentences1, pairs.sentences2], list(pairs.scores))
+    if cfg.data.max_train_examples:
+        n = cfg.data.max_train_examples
+        out = TrainData([c[:n] for c in out.columns], out.labels[:n] if out.labels else None)
+    if len(out) < cfg.train.batch_size:
+        raise M2DError(f"train.batch_size: {cfg.train.batch_size} exceeds the {len(out)} training examples")
+    return out
+
+
+def make_batches(lengths: list[int], batch_size: int, seed: int, epoch: int, bucketing: bool = True,
+                 bucket_batches: int = 64) -> list[list[int]]:
+    """Deterministic batches for one epoch (full batches only, MNRL needs equal sizes).
+
+    With bucketing, a random permutation is cut into buckets of ``bucket_batches`` batches, each bucket is
+    sorted by length, cut into batches, and the batch order is shuffled: little padding, random order.
+    """
+    rng = random.Random(seed * 1_000_003 + epoch)
+    order = list(range(len(lengths)))
+    rng.shuffle(order)
+    if bucketing:
+        size = batch_size * bucket_batches
+        order = [i for s in range(0, len(order), size) for i in sorted(order[s:s + size], key=lengths.__getitem__)]
+    batches = [order[s:s + batch_size] for s in range(0, len(order) - batch_size + 1, batch_size)]
+    if bucketing:
+        rng.shuffle(batches)
+    return batches
+
+
+def token_lengths(encoder: Encoder, data: TrainData, max_length: int) -> list[int]:
+    per_column = [encoder.tokenizer(col, truncation=True, max_length=max_length)["input_ids"] for col in data.columns]
+    return [sum(len(c[i]) for c in per_column) for i in range(len(data))]
+
+
+# -- optimisation -----------------------------------------------------------------------------------------
+def build_optimizer(model: torch.nn.Module, cfg: Config) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            (no_decay if p.ndim < 2 or "LayerNorm" in name else decay).append(p)
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.train.weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.train.lr)
+    total = cfg.train.max_steps
+    warmup = int(math.ceil(cfg.train.warmup_ratio * total))
+
+    def schedule(step: int) -> float:  # linear warmup, then linear decay to 0
+        if step < warmup:
+            return (step + 1) / (warmup + 1)
+        return max(0.0, (total - step) / max(1, total - warmup))
+
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, schedule)
+
+
+# -- checkpoints ------------------------------------------------------------------------------------------
+def save_checkpoint(path: Path, step: int, encoder: Encoder, opt, sched, loss: Matryoshka2DLoss) -> Path:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.mkdir(parents=True, exist_ok=True)
+    model = getattr(encoder.model, "module", encoder.model)
+    torch.save({
+        "step": step,
+        "model": model.state_dict(),
+        "optimizer": opt.state_dict(),
+        "scheduler": sched.state_dict(),
+        "rng": {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state(),
+                "loss": loss.rng.getstate(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
+    }, tmp / "state.pt")
+    (tmp / "meta.json").write_text(json.dumps({"step": step}))
+    if path.exists():
+        shutil.rmtree(path)
+    tmp.rename(path)  # atomic: a killed run never leaves a half-written checkpoint behind
+    return path
+
+
+def load_checkpoint(path: Path, encoder: Encoder, opt, sched, loss: Matryoshka2DLoss) -> int:
+    state = torch.load(path / "state.pt", map_location="cpu", weights_only=False)
+    getattr(encoder.model, "module", encoder.model).load_state_dict(state["model"])
+    opt.load_state_dict(state["optimizer"])
+    sched.load_state_dict(state["scheduler"])
+    rng = state["rng"]
+    torch.set_rng_state(rng["torch"])
+    random.setstate(rng["python"])
+    np.random.set_state(rng["numpy"])
+    loss.rng.setstate(rng["loss"])
+    if rng.get("cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(rng["cuda"])
+    return int(state["step"])
+
+
+def latest_checkpoint(folder: Path) -> Path | None:
+    found = sorted((p for p in folder.glob("step-*") if (p / "state.pt").is_file()),
+                   key=lambda p: int(p.name.split("-")[1]))
+    return found[-1] if found else None
+
+
+# -- the loop ---------------------------------------------------------------------------------------------
+@dataclass
+class Hooks:
+    """What the caller plugs in: distributed wrapping and reporting. Defaults run one local process."""
+
+    rank: int = 0
+    world_size: int = 1
+    wrap_model: Callable[[torch.nn.Module], torch.nn.Module] = lambda m: m
+    report: Callable[[dict, Path | None], None] = lambda metrics, checkpoint: None
+    resume_from: Path | None = None  # a checkpoint folder (Ray hands one over after a failure)
+    device: str | None = None
+    show_progress: bool = True
+    stop: Callable[[], bool] = lambda: False
+    extra: dict = field(default_factory=dict)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def evaluate_encoder(encoder: Encoder, cfg: Config, datasets=None):
+    """Grid evaluation on the configured dev sets (loaded once and cached by the caller via ``datasets``)."""
+    from .evaluate import evaluate_grid
+    from .cells import parse_dims, parse_layers
+
+    layers = parse_layers(cfg.eval.layers, encoder.num_layers, "eval.layers")
+    dims = parse_dims(cfg.eval.dims, encoder.hidden_size, "eval.dims")
+    return evaluate_grid(encoder, datasets, layers, dims, batch_size=cfg.eval.batch_size, show_progress=False)
+
+
+def load_eval_sets(cfg: Config) -> list:
+    from . import data as d
+
+    sets = []
+    for name in cfg.eval.datasets:
+        ds = d.load(name, split=cfg.eval.split, data_dir=cfg.data.data_dir)
+        if cfg.eval.max_examples and hasattr(ds, "scores") and len(ds) > cfg.eval.max_examples:
+            n = cfg.eval.max_examples
+            ds = type(ds)(ds.name, ds.split, ds.sentences1[:n], ds.sentences2[:n], ds.scores[:n])
+        sets.append(ds)
+    return sets
+
+
+def train(cfg: Config, out_dir: str | Path, hooks: Hooks | None = None) -> dict:
+    """Train ``cfg`` into ``out_dir``; returns the final summary metrics. Resumes from the latest checkpoint."""
+    hooks = hooks or Hooks()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    seed_everything(cfg.train.seed)
+    encoder = load_encoder(cfg.model.name, pooling=cfg.model.pooling, max_length=cfg.model.max_length,
+                           device=hooks.device)
+    method = cfg.method
+    if method.truncate_model:
+        pairs = method.resolve(encoder.num_layers, encoder.hidden_size).pairs
+        if len({layer for layer, _ in pairs}) != 1:
+            raise M2DError("method.truncate_model: needs pairs on one layer (a separately trained sub-model)")
+        truncate_layers(encoder, pairs[0][0])
+    resolved = method.resolve(encoder.num_layers, encoder.hidden_size)
+    loss_fn = Matryoshka2DLoss(resolved, seed=cfg.train.seed)
+    data = load_train_data(cfg)
+    eval_sets = load_eval_sets(cfg) if hooks.rank == 0 else []
+    if hooks.rank == 0:
+        (out / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+
+    encoder.model = hooks.wrap_model(encoder.model)
+    opt, sched = build_optimizer(encoder.model, cfg)
+    ckpt_dir = out / "checkpoints"
+    start = 0
+    resume = hooks.resume_from or latest_checkpoint(ckpt_dir)
+    if resume is not None:
+        start = load_checkpoint(Path(resume), encoder, opt, sched, loss_fn)
+
+    lengths = token_lengths(encoder, data, cfg.model.max_length)
+    n_batches = len(lengths) // cfg.train.batch_size
+    per_rank = n_batches // hooks.world_size
+    if per_rank < 1:
+        raise M2DError(f"train.batch_size: too large for {len(data)} examples on {hooks.world_size} workers")
+    device = encoder.device
+    use_bf16 = cfg.train.bf16 is True or (cfg.train.bf16 == "auto" and device.type == "cuda")
+    stats = {"real_tokens": 0, "padded_tokens": 0, "step_s": []}
+    epoch_cache: dict[int, list[list[int]]] = {}
+
+    def micro_batch(g: int) -> list[int]:
+        epoch, pos = divmod(g, per_rank)
+        if epoch not in epoch_cache:
+            epoch_cache.clear()
+            epoch_cache[epoch] = make_batches(lengths, cfg.train.batch_size, cfg.train.seed, epoch,
+                                              cfg.train.length_bucketing, cfg.train.bucket_batches)
+        return epoch_cache[epoch][pos * hooks.world_size + hooks.rank]
+
+    encoder.train()
+    bar = tqdm(total=cfg.train.max_steps, initial=start, desc=f"train {method.name}",
+               disable=not (hooks.show_progress and hooks.rank == 0), unit="step")
+    history: list[dict] = []
+    step = start
+    for step in range(start, cfg.train.max_steps):
+        t0 = time.perf_counter()
+        parts_sum: dict[str, float] = {}
+        for micro in range(cfg.train.grad_accum):
+            idx = micro_batch(step * cfg.train.grad_accum + micro)
+            plan = loss_fn.plan()
+            embeddings: dict[int, list[torch.Tensor]] = {layer: [] for layer in plan.layers}
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+                for column in data.columns:
+                    features = encoder.tokenize([column[i] for i in idx])
+                    stats["real_tokens"] += int(features["attention_mask"].sum())
+                    stats["padded_tokens"] += int(features["attention_mask"].numel())
+                    pooled = encoder(features, plan.layers)
+                    for row, layer in enumerate(plan.layers):
+                        embeddings[layer].append(pooled[row].float())
+            labels = torch.tensor([data.labels[i] for i in idx], device=device) if data.labels else None
+            total, parts = loss_fn(embeddings, labels, plan)
+            (total / cfg.train.grad_accum).backward()
+            for k, v in parts.items():
+                parts_sum[k] = parts_sum.get(k, 0.0) + v / cfg.train.grad_accum
+        torch.nn.utils.clip_grad_norm_(encoder.model.parameters(), cfg.train.max_grad_norm)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        stats["step_s"].append(time.perf_counter() - t0)
+        loss_value = sum(parts_sum.values())
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss_value:.4f}", step_s=f"{stats['step_s'][-1]:.2f}")
+        done = step + 1
+        metrics = {"step": done, "loss": loss_value, "lr": sched.get_last_lr()[0],
+                   **{f"loss/{k}": v for k, v in parts_sum.items()}}
+        checkpoint = None
+        if cfg.train.checkpoint_every and done % cfg.train.checkpoint_every == 0 and done < cfg.train.max_steps:
+            if hooks.rank == 0:
+                checkpoint = save_checkpoint(ckpt_dir / f"step-{done}", done, encoder, opt, sched, loss_fn)
+                _prune(ckpt_dir, cfg.train.keep_checkpoints)
+        is_eval = cfg.eval.every_steps and done % cfg.eval.every_steps == 0 and done < cfg.train.max_steps
+        if is_eval and hooks.rank == 0:
+            metrics["grid"] = evaluate_encoder(encoder, cfg, eval_sets)
+        if done % cfg.train.log_every == 0 or checkpoint or is_eval:
+            hooks.report(metrics, checkpoint)
+        history.append({k: v for k, v in metrics.items() if k != "grid"})
+        if hooks.stop():
+            break
+    bar.close()
+
+    summary = {"steps": step + 1 if cfg.train.max_steps > start else start,
+               "padded_ratio": stats["padded_tokens"] / max(1, stats["real_tokens"]),
+               "median_step_s": float(np.median(stats["step_s"])) if stats["step_s"] else 0.0}
+    if hooks.rank == 0:
+        save_sentence_transformer(encoder, out / "model")
+        grid = evaluate_encoder(encoder, cfg, eval_sets)
+        grid.to_csv(out / "grid.csv")
+        (out / "history.json").write_text(json.dumps(history))
+        (out / "summary.json").write_text(json.dumps(summary, indent=2))
+        hooks.report({"step": summary["steps"], "final": True, "grid": grid, **summary}, None)
+        summary["grid"] = grid
+    return summary
+
+
+def _prune(folder: Path, keep: int) -> None:
+    found = sorted(folder.glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
+    for old in found[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
