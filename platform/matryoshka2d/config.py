@@ -71,7 +71,8 @@ class Config(_Strict):
 
 def _first_error(err: ValidationError) -> str:
     e = err.errors()[0]
-    where = ".".join(str(p) for p in e["loc"]) or "config"
+    # drop pydantic's union-branch names (``str``, ``list[...]``) from the location
+    where = ".".join(str(p) for p in e["loc"] if not (isinstance(p, str) and ("[" in p or p in ("str", "int", "float", "bool")))) or "config"
     msg = e["msg"].removeprefix("Value error, ")
     if e["type"] == "extra_forbidden":
         msg = "unknown field"

@@ -50,8 +50,10 @@ def split_top(text: str) -> list[str]:
     return [p.strip() for p in parts + [current] if p.strip()]
 
 
-def resolve_layers(spec: str | list[Expr], L: int, field_name: str) -> list[int]:
+def resolve_layers(spec: Expr | list[Expr], L: int, field_name: str) -> list[int]:
     """``"none"``, ``"a..b"`` (inclusive, ends may use L), or a list; every layer must be in 0..L."""
+    if isinstance(spec, int):
+        spec = [spec]
     if isinstance(spec, str):
         text = spec.strip()
         if text == "none":
@@ -69,8 +71,10 @@ def resolve_layers(spec: str | list[Expr], L: int, field_name: str) -> list[int]
     return sorted(set(layers))
 
 
-def resolve_dims(spec: str | list[Expr], H: int, field_name: str) -> list[int]:
+def resolve_dims(spec: Expr | list[Expr], H: int, field_name: str) -> list[int]:
     """``"pow2"`` (8, 16, ... up to H, plus H), ``"H"``, ``"128,H"`` or a list; every dim must be in 1..H."""
+    if isinstance(spec, int):
+        spec = [spec]
     if isinstance(spec, str):
         text = spec.strip()
         if text == "pow2":
@@ -128,10 +132,10 @@ class MethodConfig(_Strict):
     name: str = "custom"
     task_loss: Literal["mnrl", "cosent", "angle"] = "mnrl"
     scale: float = Field(20.0, gt=0)
-    last_layer_dims: str | list[Expr] = "H"
+    last_layer_dims: Expr | list[Expr] = "H"
     last_layer_weight: float = Field(1.0, ge=0)
-    prior_layers: str | list[Expr] = "none"
-    prior_dims: str | list[Expr] = "H"
+    prior_layers: Expr | list[Expr] = "none"
+    prior_dims: Expr | list[Expr] = "H"
     prior_layers_weight: float = Field(1.0, ge=0)
     prior_mean: bool = True
     n_layers_per_step: int = -1
@@ -183,14 +187,21 @@ class MethodConfig(_Strict):
             if self.sublayer_full_dim and prior and H not in prior_dims:
                 prior_dims = [H] + prior_dims
             if not last_dims and not prior:
-                raise M2DError(f"{f}: empty cell set; set last_layer_weight > 0 or prior_layers or pairs")
+                raise M2DError("method: empty cell set; set last_layer_weight > 0 or prior_layers or pairs")
         for dim in self.dim_weights:
             if not 1 <= dim <= H:
                 raise M2DError(f"{f}dim_weights: dim {dim} is out of range; allowed 1..{H}")
         weights = {}
+        explicit = not isinstance(self.layer_weighting, str)
+        if explicit and len(self.layer_weighting) != L + 1:
+            raise M2DError(f"{f}layer_weighting: an explicit list needs {L + 1} weights, one per layer 0..{L} "
+                           f"(0 = embedding output), got {len(self.layer_weighting)}")
         for layer in prior or [p[0] for p in pairs]:
+            if explicit:  # indexed by layer, no offset
+                weights[layer] = float(self.layer_weighting[layer])
+                continue
             x = layer + self.layer_offset
-            if isinstance(self.layer_weighting, str) and self.layer_weighting in ("linear", "log") and x < 1:
+            if self.layer_weighting in ("linear", "log") and x < 1:
                 raise M2DError(f"{f}layer_offset: {self.layer_weighting} weighting needs layer + offset >= 1, "
                                f"layer {layer} + {self.layer_offset} = {x}; raise layer_offset")
             weights[layer] = layer_weight(self.layer_weighting, x, L + self.layer_offset, self.exponential_base)
