@@ -144,3 +144,34 @@ def test_invalid_method_for_the_model_is_one_line(sets, field, tiny, data_dir, t
 def test_unknown_preset_lists_the_presets():
     with pytest.raises(M2DError, match="presets: full, mrl, separate, starbucks, v1, v1-st6, v2, v2-fulldim"):
         load_config("v3")
+
+
+def test_cli_train_writes_model_grid_config_and_resolves_overrides(tiny, data_dir, tmp_path, capsys):
+    from matryoshka2d.cli import main
+
+    out = tmp_path / "run"
+    rc = main(["train", "--config", "v2", "--data-dir", str(data_dir), "--out", str(out),
+               "--set", f"model.name={tiny}", "--set", "model.max_length=32", "--set", "train.max_steps=2",
+               "--set", "train.batch_size=8", "--set", "data.max_train_examples=64", "--set", "eval.max_examples=40",
+               "--set", "method.pca_align.k=16", "--set", "method.last_layer_dims=16,H", "--set", "method.prior_dims=16"])
+    assert rc == 0
+    assert (out / "model" / "model.safetensors").is_file()
+    header, *rows = (out / "grid.csv").read_text().splitlines()
+    assert header == "dataset,split,metric,layer,dim,value" and len(rows) == 4 * 4  # layers 1..4 x dims 8..64
+    resolved = (out / "config.yaml").read_text()
+    assert "k: 16" in resolved and "max_steps: 2" in resolved
+    assert "stsb/spearman/grid_mean" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--set", "method.layer_weighting=cubic"], "m2d: error: method.layer_weighting: unknown scheme 'cubic'"),
+    (["--set", "train.max_steps"], "m2d: error: --set 'train.max_steps': expected key=value"),
+    (["--set", "method.last_layer_dims=4096"], "m2d: error: method.last_layer_dims: dim 4096 is out of range"),
+])
+def test_cli_train_bad_input_is_one_line_exit_2(args, message, tiny, data_dir, tmp_path, capsys):
+    from matryoshka2d.cli import main
+
+    rc = main(["train", "--config", "mrl", "--out", str(tmp_path), "--data-dir", str(data_dir),
+               "--set", f"model.name={tiny}", *args])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and err.startswith(message) and "\n" not in err, err

@@ -1,0 +1,181 @@
+"""The (layer, dim) grid evaluator: encode each dataset once for all layers, then score every cell as a slice."""
+
+from __future__ import annotations
+
+import csv
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from ..cells import parse_dims, parse_layers
+from ..data.types import RetrievalSet, STSPairs
+from ..errors import M2DError
+from . import retrieval, sts
+from .parallel import score_cells
+
+CSV_HEADER = ("dataset", "split", "metric", "layer", "dim", "value")
+STS_AVG = "sts-avg"
+SIMILARITIES = ("cos", "dot")
+
+
+@dataclass(frozen=True)
+class Row:
+    dataset: str
+    split: str
+    metric: str
+    layer: int
+    dim: int
+    value: float
+
+
+@dataclass
+class GridResult:
+    """Tidy rows (one per dataset x metric x layer x dim) plus timings in seconds."""
+
+    rows: list[Row]
+    layers: list[int]
+    dims: list[int]
+    timings: dict = field(default_factory=dict)
+
+    def datasets(self) -> list[str]:
+        return list(dict.fromkeys(r.dataset for r in self.rows))
+
+    def metrics(self, dataset: str) -> list[str]:
+        return list(dict.fromkeys(r.metric for r in self.rows if r.dataset == dataset))
+
+    def cell(self, dataset: str, metric: str, layer: int, dim: int) -> float:
+        for r in self.rows:
+            if (r.dataset, r.metric, r.layer, r.dim) == (dataset, metric, layer, dim):
+                return r.value
+        raise KeyError(f"no cell {dataset} {metric} layer={layer} dim={dim}")
+
+    def matrix(self, dataset: str, metric: str) -> tuple[list[int], list[int], np.ndarray]:
+        """(layers, dims, values [len(layers), len(dims)]) for one dataset and metric."""
+        rows = [r for r in self.rows if r.dataset == dataset and r.metric == metric]
+        if not rows:
+            raise KeyError(f"no rows for {dataset} {metric}")
+        layers = sorted({r.layer for r in rows})
+        dims = sorted({r.dim for r in rows})
+        out = np.full((len(layers), len(dims)), np.nan)
+        for r in rows:
+            out[layers.index(r.layer), dims.index(r.dim)] = r.value
+        return layers, dims, out
+
+    def to_csv(self, path: str | Path) -> Path:
+        path = Path(path)
+        with path.open("w", newline="") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(CSV_HEADER)
+            writer.writerows((r.dataset, r.split, r.metric, r.layer, r.dim, repr(r.value)) for r in self.rows)
+        return path
+
+    def as_frame(self):
+        """The rows as a pandas DataFrame (pandas imported only here)."""
+        import pandas as pd
+
+        return pd.DataFrame([r.__dict__ for r in self.rows], columns=list(CSV_HEADER))
+
+
+def evaluate_grid(encoder, datasets: Sequence[STSPairs | RetrievalSet], layers: str | Sequence[int] | None = None,
+                  dims: str | Sequence[int] | None = None, batch_size: int = 64, similarity: str = "cos",
+                  show_progress: bool | None = None, sts_avg: bool = False, ignore_identical_ids: bool = True,
+                  use_ray: bool | None = None) -> GridResult:
+    """Score every (layer, dim) cell on every dataset, encoding each text set once.
+
+    ``similarity`` applies to retrieval ("cos": renormalise the truncated vectors; "dot": raw inner product,
+    as the Tevatron evaluation); STS always uses cosine. ``sts_avg`` adds ``sts-avg`` rows (mean Spearman
+    over the STS sets, per cell). Cells run as Ray tasks when Ray is initialised (``use_ray=None``).
+    ``ignore_identical_ids`` drops a retrieved doc whose id equals the query id, as BEIR's evaluate does.
+    """
+    if similarity not in SIMILARITIES:
+        raise M2DError(f"similarity: unknown {similarity!r}; allowed {', '.join(SIMILARITIES)}")
+    layers = parse_layers(layers, encoder.num_layers)
+    dims = parse_dims(dims, encoder.hidden_size)
+    seen = set()
+    for ds in datasets:
+        if (ds.name, ds.split) in seen or ds.name == STS_AVG:
+            raise M2DError(f"data: dataset name {ds.name!r} ({ds.split}) is given twice or reserved")
+        seen.add((ds.name, ds.split))
+    cells = [(pos, d) for pos in range(len(layers)) for d in dims]
+    rows: list[Row] = []
+    timings = {"encode_s": 0.0, "score_s": 0.0, "datasets": {}}
+    start = time.perf_counter()
+    for ds in datasets:
+        t0 = time.perf_counter()
+        if isinstance(ds, STSPairs):
+            fn, shared = sts.score_cell, _encode_sts(encoder, ds, layers, batch_size, show_progress)
+        elif isinstance(ds, RetrievalSet):
+            fn, shared = retrieval.score_cell, _encode_retrieval(encoder, ds, layers, batch_size, show_progress)
+            shared.update(similarity=similarity, ignore_identical_ids=ignore_identical_ids)
+        else:
+            raise M2DError(f"data: cannot evaluate {type(ds).__name__}; expected STSPairs or RetrievalSet")
+        t1 = time.perf_counter()
+        scores = score_cells(fn, shared, cells, use_ray)
+        t2 = time.perf_counter()
+        for (pos, dim), metrics in zip(cells, scores):
+            rows.extend(Row(ds.name, ds.split, m, layers[pos], dim, float(v)) for m, v in metrics.items())
+        timings["datasets"][ds.name] = {"encode_s": t1 - t0, "score_s": t2 - t1}
+        timings["encode_s"] += t1 - t0
+        timings["score_s"] += t2 - t1
+    if sts_avg:
+        rows.extend(_sts_avg_rows(rows, [ds for ds in datasets if isinstance(ds, STSPairs)]))
+    timings["total_s"] = time.perf_counter() - start
+    return GridResult(rows, layers, dims, timings)
+
+
+def _encode_sts(encoder, ds: STSPairs, layers, batch_size, show_progress) -> dict:
+    texts, idx1, idx2 = sts.unique_sentences(ds)
+    emb = encoder.encode_layers(texts, layers, batch_size=batch_size, show_progress=show_progress, desc=ds.name)
+    return {"emb": emb.numpy(), "idx1": idx1, "idx2": idx2, "gold": np.asarray(ds.scores, dtype=np.float64)}
+
+
+def _encode_retrieval(encoder, ds: RetrievalSet, layers, batch_size, show_progress) -> dict:
+    qids, qtexts, doc_ids, doc_texts, qrels = retrieval.prepare(ds)
+    queries = encoder.encode_layers(qtexts, layers, batch_size=batch_size, show_progress=show_progress,
+                                    desc=f"{ds.name} queries")
+    corpus = encoder.encode_layers(doc_texts, layers, batch_size=batch_size, show_progress=show_progress,
+                                   desc=f"{ds.name} corpus")
+    return {"queries": queries.numpy(), "corpus": corpus.numpy(), "qids": qids, "doc_ids": doc_ids, "qrels": qrels}
+
+
+def _sts_avg_rows(rows: list[Row], sts_sets: list[STSPairs]) -> list[Row]:
+    """Per cell, the mean Spearman over the STS sets evaluated (the split is theirs if shared, else ``mixed``)."""
+    if not sts_sets:
+        raise M2DError(f"data: {STS_AVG} needs at least one STS dataset")
+    names = {ds.name for ds in sts_sets}
+    splits = {ds.split for ds in sts_sets}
+    split = splits.pop() if len(splits) == 1 else "mixed"
+    by_cell: dict[tuple[int, int], list[float]] = {}
+    for r in rows:
+        if r.dataset in names and r.metric == "spearman":
+            by_cell.setdefault((r.layer, r.dim), []).append(r.value)
+    return [Row(STS_AVG, split, "spearman", layer, dim, float(np.mean(v))) for (layer, dim), v in by_cell.items()]
+
+
+def summarize(result: GridResult, flat: bool = False) -> dict:
+    """Per dataset and metric: ``grid_mean`` (all cells), ``sublayer_mean`` (layer < max layer),
+    ``lowdim_mean`` (dim < max dim) and ``full`` (max layer, max dim); NaN where a subset is empty.
+
+    ``flat=True`` gives ``{"<dataset>/<metric>/<name>": value}`` (ready for MLflow-style logging).
+    """
+    out: dict = {}
+    for ds in result.datasets():
+        for metric in result.metrics(ds):
+            layers, dims, m = result.matrix(ds, metric)
+            out.setdefault(ds, {})[metric] = {
+                "grid_mean": _mean(m),
+                "sublayer_mean": _mean(m[:-1, :]),
+                "lowdim_mean": _mean(m[:, :-1]),
+                "full": float(m[-1, -1]),
+            }
+    if flat:
+        return {f"{ds}/{metric}/{k}": v for ds, ms in out.items() for metric, vals in ms.items() for k, v in vals.items()}
+    return out
+
+
+def _mean(values: np.ndarray) -> float:
+    return float(np.mean(values)) if values.size else math.nan

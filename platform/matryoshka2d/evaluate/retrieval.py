@@ -1,0 +1,98 @@
+"""Retrieval scoring: exact search per (layer, dim) cell, metrics by pytrec_eval (as BEIR does).
+
+Rankings follow trec_eval's order (score descending, ties by doc id descending) everywhere, so the
+top-10 cut used for MRR@10 and any re-sorting by BEIR's own helpers agree with pytrec_eval.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytrec_eval
+import torch
+
+from ..cells import truncate
+from ..data.types import RetrievalSet
+from ..errors import M2DError
+
+TOP_K = 100
+METRICS = ("ndcg@10", "mrr@10", "recall@100")
+
+
+def prepare(rset: RetrievalSet) -> tuple[list[str], list[str], list[str], list[str], dict[str, dict[str, int]]]:
+    """(query ids, query texts, doc ids, doc texts, qrels) restricted to queries that have both text and qrels.
+
+    Queries without judgements cannot be scored, so they are not encoded either.
+    """
+    qids = [q for q in rset.qrels if q in rset.queries]
+    if not qids:
+        raise M2DError(f"data: {rset.name} ({rset.split}) has no query with both text and qrels")
+    doc_ids, doc_texts = rset.doc_texts()
+    qrels = {q: {d: int(g) for d, g in rset.qrels[q].items()} for q in qids}
+    return qids, [rset.queries[q] for q in qids], doc_ids, doc_texts, qrels
+
+
+def search(queries: torch.Tensor, corpus: torch.Tensor, k: int, chunk_size: int = 50_000) -> tuple[torch.Tensor, torch.Tensor]:
+    """Exact top-``k`` (scores, doc indices) per query by inner product, chunked over the corpus.
+
+    Only a [Q, chunk] score block and the running top-k are held, so memory stays bounded on large corpora.
+    """
+    k = min(k, corpus.shape[0])
+    best_s = torch.full((queries.shape[0], 0), float("-inf"))
+    best_i = torch.zeros((queries.shape[0], 0), dtype=torch.long)
+    for start in range(0, corpus.shape[0], chunk_size):
+        block = queries @ corpus[start:start + chunk_size].T
+        s, i = block.topk(min(k, block.shape[1]), dim=1)
+        best_s, order = torch.cat([best_s, s], 1).topk(min(k, best_s.shape[1] + s.shape[1]), dim=1)
+        best_i = torch.cat([best_i, i + start], 1).gather(1, order)
+    return best_s, best_i
+
+
+def build_run(qids: list[str], doc_ids: list[str], scores: torch.Tensor, indices: torch.Tensor, k: int,
+              ignore_identical_ids: bool = True) -> dict[str, dict[str, float]]:
+    """TREC-style run {qid: {doc_id: score}} with at most ``k`` docs, inserted in trec_eval order.
+
+    With ``ignore_identical_ids`` (BEIR's default) a doc whose id equals the query id is dropped first.
+    """
+    run: dict[str, dict[str, float]] = {}
+    for row, qid in enumerate(qids):
+        hits = [(doc_ids[j], s) for j, s in zip(indices[row].tolist(), scores[row].tolist())
+                if not (ignore_identical_ids and doc_ids[j] == qid)]
+        run[qid] = dict(trec_order(hits)[:k])
+    return run
+
+
+def trec_order(hits) -> list[tuple[str, float]]:
+    """Sort (doc_id, score) pairs as trec_eval does: score descending, then doc id descending."""
+    return sorted(hits, key=lambda h: (h[1], h[0]), reverse=True)
+
+
+def cut(run: dict[str, dict[str, float]], k: int) -> dict[str, dict[str, float]]:
+    """The first ``k`` docs of each query in trec_eval order."""
+    return {q: dict(trec_order(docs.items())[:k]) for q, docs in run.items()}
+
+
+def retrieval_metrics(qrels: dict[str, dict[str, int]], run: dict[str, dict[str, float]]) -> dict[str, float]:
+    """nDCG@10, MRR@10 (recip_rank on the run cut at 10) and Recall@100, by pytrec_eval, mean over queries.
+
+    The mean is over the qrels' queries (as BEIR's MRR divides by ``len(qrels)``); a query missing from
+    the run counts 0.
+    """
+    main = pytrec_eval.RelevanceEvaluator(qrels, {"ndcg_cut.10", "recall.100"}).evaluate(run)
+    rr = pytrec_eval.RelevanceEvaluator(qrels, {"recip_rank"}).evaluate(cut(run, 10))
+    n = len(qrels)
+    return {
+        "ndcg@10": sum(s["ndcg_cut_10"] for s in main.values()) / n,
+        "mrr@10": sum(s["recip_rank"] for s in rr.values()) / n,
+        "recall@100": sum(s["recall_100"] for s in main.values()) / n,
+    }
+
+
+def score_cell(shared: dict, pos: int, dim: int) -> dict[str, float]:
+    """Metrics of one cell; ``shared`` holds ``queries``/``corpus`` [layers, N, H] (numpy), ids, qrels, options."""
+    normalize = shared["similarity"] == "cos"
+    q = truncate(torch.from_numpy(shared["queries"][pos]), dim, normalize)
+    c = truncate(torch.from_numpy(shared["corpus"][pos]), dim, normalize)
+    extra = 1 if shared["ignore_identical_ids"] else 0  # room for a dropped self-match, as BEIR retrieves deeper
+    scores, idx = search(q, c, TOP_K + extra, shared.get("chunk_size", 50_000))
+    run = build_run(shared["qids"], shared["doc_ids"], scores, idx, TOP_K, shared["ignore_identical_ids"])
+    return retrieval_metrics(shared["qrels"], run)

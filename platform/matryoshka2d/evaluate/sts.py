@@ -1,0 +1,48 @@
+"""STS scoring: Spearman between gold scores and the cosine of each pair, per (layer, dim) cell.
+
+Sentences are deduplicated before encoding (STS sets repeat many sentences), and pairs index into the
+unique list, so one encoding serves every cell.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Sequence
+
+import numpy as np
+import torch
+from scipy.stats import spearmanr
+
+from ..cells import truncate
+from ..data.types import STSPairs
+
+
+def unique_sentences(pairs: STSPairs) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """(unique texts, index of sentence1 per pair, index of sentence2 per pair)."""
+    position: dict[str, int] = {}
+    for text in (*pairs.sentences1, *pairs.sentences2):
+        position.setdefault(text, len(position))
+    idx1 = np.fromiter((position[t] for t in pairs.sentences1), dtype=np.int64, count=len(pairs))
+    idx2 = np.fromiter((position[t] for t in pairs.sentences2), dtype=np.int64, count=len(pairs))
+    return list(position), idx1, idx2
+
+
+def pair_cosines(emb: torch.Tensor, idx1: np.ndarray, idx2: np.ndarray, dim: int) -> np.ndarray:
+    """Cosine of each pair on the first ``dim`` features of ``emb`` [N_unique, H]."""
+    vecs = truncate(emb, dim, normalize=True)
+    return (vecs[torch.as_tensor(idx1)] * vecs[torch.as_tensor(idx2)]).sum(-1).numpy()
+
+
+def spearman(pred: Sequence[float], gold: Sequence[float]) -> float:
+    """Spearman's rho (scipy), NaN when undefined (e.g. constant predictions)."""
+    with warnings.catch_warnings():  # constant input is reported as NaN, the warning adds nothing
+        warnings.simplefilter("ignore")
+        rho = spearmanr(np.asarray(pred, dtype=np.float64), np.asarray(gold, dtype=np.float64)).statistic
+    return float(rho) if not (rho is None or math.isnan(rho)) else float("nan")
+
+
+def score_cell(shared: dict, pos: int, dim: int) -> dict[str, float]:
+    """Metrics of one cell; ``shared`` holds ``emb`` [layers, N_unique, H] (numpy), ``idx1``, ``idx2``, ``gold``."""
+    emb = torch.from_numpy(shared["emb"][pos])
+    return {"spearman": spearman(pair_cosines(emb, shared["idx1"], shared["idx2"], dim), shared["gold"])}
