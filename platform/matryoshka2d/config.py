@@ -56,6 +56,7 @@ class TrainConfig(_Strict):
     bf16: Literal["auto", True, False] = "auto"  # auto: bf16 autocast on CUDA only
     length_bucketing: bool = True
     bucket_batches: int = Field(64, ge=1)  # batches per length-sorted bucket before shuffling batch order
+    column_chunks: int = Field(3, ge=1)  # length-sorted forward calls per text column (less padding; 1 on GPU)
     checkpoint_every: int = Field(0, ge=0)  # 0: no periodic checkpoints
     keep_checkpoints: int = Field(2, ge=1)
     log_every: int = Field(10, ge=1)

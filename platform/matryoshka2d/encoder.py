@@ -102,6 +102,26 @@ class Encoder(nn.Module):
         states = out.hidden_states if layers is None else [out.hidden_states[i] for i in layers]
         return self.pool(torch.stack(states), features["attention_mask"])
 
+    def forward_texts(self, texts: Sequence[str], layers: Sequence[int] | None = None,
+                      chunks: int = 1) -> tuple[torch.Tensor, int, int]:
+        """Pooled ``[len(layers), B, H]`` for ``texts`` (with gradients), plus (real, padded) token counts.
+
+        The batch is sorted by length and cut into ``chunks`` forward calls, each padded only to its own
+        longest text: the same embeddings as one padded call, with far fewer padding tokens on CPU.
+        """
+        ids = self.tokenizer(list(texts), truncation=True, max_length=self.max_length, padding=False)["input_ids"]
+        order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+        parts, real, padded = [], 0, 0
+        for idx in (list(c) for c in torch.tensor(order).chunk(max(1, chunks)) if len(c)):
+            batch = dict(self.tokenizer.pad({"input_ids": [ids[i] for i in idx]}, return_tensors="pt"))
+            real += int(batch["attention_mask"].sum())
+            padded += batch["attention_mask"].numel()
+            parts.append(self.forward(batch, layers))
+        out = torch.cat(parts, dim=1)
+        inverse = torch.empty(len(order), dtype=torch.long)
+        inverse[torch.tensor(order)] = torch.arange(len(order))
+        return out[:, inverse.to(out.device)], real, padded
+
     @torch.inference_mode()
     def encode_layers(self, texts: Sequence[str], layers: Sequence[int] | None = None, batch_size: int = 64,
                       show_progress: bool | None = None, desc: str = "encode") -> torch.Tensor:

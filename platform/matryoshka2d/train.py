@@ -61,12 +61,13 @@ def load_train_data(cfg: Config) -> TrainData:
     return out
 
 
-def make_batches(lengths: list[int], batch_size: int, seed: int, epoch: int, bucketing: bool = True,
+def make_batches(lengths: list, batch_size: int, seed: int, epoch: int, bucketing: bool = True,
                  bucket_batches: int = 64) -> list[list[int]]:
     """Deterministic batches for one epoch (full batches only, MNRL needs equal sizes).
 
     With bucketing, a random permutation is cut into buckets of ``bucket_batches`` batches, each bucket is
-    sorted by length, cut into batches, and the batch order is shuffled: little padding, random order.
+    sorted by length (any sortable key, e.g. (anchor tokens, other tokens)), cut into batches, and the batch
+    order is shuffled: little padding, random order.
     """
     rng = random.Random(seed * 1_000_003 + epoch)
     order = list(range(len(lengths)))
@@ -80,9 +81,11 @@ def make_batches(lengths: list[int], batch_size: int, seed: int, epoch: int, buc
     return batches
 
 
-def token_lengths(encoder: Encoder, data: TrainData, max_length: int) -> list[int]:
+def token_lengths(encoder: Encoder, data: TrainData, max_length: int) -> list[tuple[int, int]]:
+    """Sort keys (first column's tokens, the other columns' tokens): anchors match exactly within a
+    batch, the shorter columns roughly; ``train.column_chunks`` removes most of the rest."""
     per_column = [encoder.tokenizer(col, truncation=True, max_length=max_length)["input_ids"] for col in data.columns]
-    return [sum(len(c[i]) for c in per_column) for i in range(len(data))]
+    return [(len(per_column[0][i]), sum(len(c[i]) for c in per_column[1:])) for i in range(len(data))]
 
 
 # -- optimisation -----------------------------------------------------------------------------------------
@@ -159,7 +162,28 @@ class Hooks:
     device: str | None = None
     show_progress: bool = True
     stop: Callable[[], bool] = lambda: False
+    # False: never fall back to out_dir/checkpoints (multi-worker Ray Train: a restarted rank on another node
+    # would not see them, and ranks resuming from different steps would desynchronise DDP)
+    local_resume: bool = True
     extra: dict = field(default_factory=dict)
+
+
+def batch_loss(encoder: Encoder, loss_fn: Matryoshka2DLoss, data: TrainData, idx: list[int], chunks: int = 1,
+               bf16: bool = False) -> tuple[torch.Tensor, dict[str, float], int, int]:
+    """One micro-batch: draw the step's cells, ONE forward per column pooling just the layers they need,
+    then the 2D loss. Returns (loss, parts, real tokens, padded tokens)."""
+    plan = loss_fn.plan()
+    embeddings: dict[int, list[torch.Tensor]] = {layer: [] for layer in plan.layers}
+    real = padded = 0
+    with torch.autocast(encoder.device.type, dtype=torch.bfloat16, enabled=bf16):
+        for column in data.columns:
+            pooled, r, p = encoder.forward_texts([column[i] for i in idx], plan.layers, chunks)
+            real, padded = real + r, padded + p
+            for row, layer in enumerate(plan.layers):
+                embeddings[layer].append(pooled[row].float())
+    labels = torch.tensor([data.labels[i] for i in idx], device=encoder.device) if data.labels else None
+    total, parts = loss_fn(embeddings, labels, plan)
+    return total, parts, real, padded
 
 
 def seed_everything(seed: int) -> None:
@@ -175,7 +199,10 @@ def evaluate_encoder(encoder: Encoder, cfg: Config, datasets=None):
 
     layers = parse_layers(cfg.eval.layers, encoder.num_layers, "eval.layers")
     dims = parse_dims(cfg.eval.dims, encoder.hidden_size, "eval.dims")
-    return evaluate_grid(encoder, datasets, layers, dims, batch_size=cfg.eval.batch_size, show_progress=False)
+    # use_ray=False: inside a Ray Train/Tune worker Ray is initialised, and cell tasks would queue behind the
+    # trials that hold every CPU (a deadlock); the in-training grid is small enough to score in-process.
+    return evaluate_grid(encoder, datasets, layers, dims, batch_size=cfg.eval.batch_size, show_progress=False,
+                         use_ray=False)
 
 
 def load_eval_sets(cfg: Config) -> list:
@@ -216,7 +243,7 @@ def train(cfg: Config, out_dir: str | Path, hooks: Hooks | None = None) -> dict:
     opt, sched = build_optimizer(encoder.model, cfg)
     ckpt_dir = out / "checkpoints"
     start = 0
-    resume = hooks.resume_from or latest_checkpoint(ckpt_dir)
+    resume = hooks.resume_from or (latest_checkpoint(ckpt_dir) if hooks.local_resume else None)
     if resume is not None:
         start = load_checkpoint(Path(resume), encoder, opt, sched, loss_fn)
 
@@ -248,18 +275,9 @@ def train(cfg: Config, out_dir: str | Path, hooks: Hooks | None = None) -> dict:
         parts_sum: dict[str, float] = {}
         for micro in range(cfg.train.grad_accum):
             idx = micro_batch(step * cfg.train.grad_accum + micro)
-            plan = loss_fn.plan()
-            embeddings: dict[int, list[torch.Tensor]] = {layer: [] for layer in plan.layers}
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-                for column in data.columns:
-                    features = encoder.tokenize([column[i] for i in idx])
-                    stats["real_tokens"] += int(features["attention_mask"].sum())
-                    stats["padded_tokens"] += int(features["attention_mask"].numel())
-                    pooled = encoder(features, plan.layers)
-                    for row, layer in enumerate(plan.layers):
-                        embeddings[layer].append(pooled[row].float())
-            labels = torch.tensor([data.labels[i] for i in idx], device=device) if data.labels else None
-            total, parts = loss_fn(embeddings, labels, plan)
+            total, parts, real, padded = batch_loss(encoder, loss_fn, data, idx, cfg.train.column_chunks, use_bf16)
+            stats["real_tokens"] += real
+            stats["padded_tokens"] += padded
             (total / cfg.train.grad_accum).backward()
             for k, v in parts.items():
                 parts_sum[k] = parts_sum.get(k, 0.0) + v / cfg.train.grad_accum
@@ -275,14 +293,17 @@ def train(cfg: Config, out_dir: str | Path, hooks: Hooks | None = None) -> dict:
         metrics = {"step": done, "loss": loss_value, "lr": sched.get_last_lr()[0],
                    **{f"loss/{k}": v for k, v in parts_sum.items()}}
         checkpoint = None
-        if cfg.train.checkpoint_every and done % cfg.train.checkpoint_every == 0 and done < cfg.train.max_steps:
+        is_ckpt = bool(cfg.train.checkpoint_every and done % cfg.train.checkpoint_every == 0
+                       and done < cfg.train.max_steps)
+        if is_ckpt:
             if hooks.rank == 0:
                 checkpoint = save_checkpoint(ckpt_dir / f"step-{done}", done, encoder, opt, sched, loss_fn)
                 _prune(ckpt_dir, cfg.train.keep_checkpoints)
         is_eval = cfg.eval.every_steps and done % cfg.eval.every_steps == 0 and done < cfg.train.max_steps
         if is_eval and hooks.rank == 0:
             metrics["grid"] = evaluate_encoder(encoder, cfg, eval_sets)
-        if done % cfg.train.log_every == 0 or checkpoint or is_eval:
+        # the condition is the same on every rank: Ray Train's report is a barrier across workers
+        if done % cfg.train.log_every == 0 or is_ckpt or is_eval:
             hooks.report(metrics, checkpoint)
         history.append({k: v for k, v in metrics.items() if k != "grid"})
         if hooks.stop():
@@ -300,6 +321,8 @@ def train(cfg: Config, out_dir: str | Path, hooks: Hooks | None = None) -> dict:
         (out / "summary.json").write_text(json.dumps(summary, indent=2))
         hooks.report({"step": summary["steps"], "final": True, "grid": grid, **summary}, None)
         summary["grid"] = grid
+    else:  # other ranks report too (without the grid), so every rank makes the same number of report calls
+        hooks.report({"step": summary["steps"], "final": True, **summary}, None)
     return summary
 
 

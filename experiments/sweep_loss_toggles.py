@@ -1,0 +1,15 @@
+#!/usr/bin/env python
+"""Sweep the loss toggles: KL on/off and teacher detach, PCA/MSE alignment, full-dim sub-layer loss, score alignment.
+
+    python experiments/sweep_loss_toggles.py --smoke
+
+Search space: experiments/spaces/loss_toggles.yaml. See experiments/README-sweeps.md.
+"""
+
+from pathlib import Path
+
+from matryoshka2d.sweep import main
+
+if __name__ == "__main__":
+    raise SystemExit(main(sweep="loss_toggles", description=__doc__, preset="v2",
+                          space=Path(__file__).resolve().parent / "spaces" / "loss_toggles.yaml"))

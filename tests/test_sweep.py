@@ -1,0 +1,226 @@
+"""Sweeps end to end: Optuna + Tune + TorchTrainer (2 DDP workers) into MLflow, kill/resume, one-line errors.
+
+Sweeps run as subprocesses of ``experiments/sweep_weighting.py`` (as a user runs them), on a local Ray, with a
+tiny random 6-layer BERT and a temporary SQLite MLflow store. The slow tests are the two real sweeps
+(~1.5 min and ~1 min on 2 cores); the error tests never start Ray.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from matryoshka2d.errors import M2DError
+from matryoshka2d.testing import make_tiny_bert
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "experiments" / "sweep_weighting.py"
+DIMS = [8, 16, 32]
+LAYERS = range(1, 7)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> Path:
+    # 6 blocks: the explicit layer-weight lists in experiments/spaces/weighting.yaml have 7 entries (0..6)
+    return make_tiny_bert(tmp_path_factory.mktemp("tiny") / "bert6", num_layers=6, hidden_size=32)
+
+
+@pytest.fixture
+def env(tmp_path, data_dir) -> dict:
+    return {**os.environ, "HF_HUB_OFFLINE": "1", "M2D_DATA_DIR": str(data_dir), "M2D_HOME": str(tmp_path / "home"),
+            "RAY_USAGE_STATS_ENABLED": "0", "TUNE_GLOBAL_CHECKPOINT_S": "2", "PYTHONUNBUFFERED": "1"}
+
+
+def sweep_args(tiny: Path, tmp_path: Path, name: str, *extra: str) -> list[str]:
+    return [sys.executable, str(SCRIPT), "--smoke", "--set", f"model.name={tiny}", "--set", f"eval.dims={DIMS}",
+            "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}", "--storage-path", str(tmp_path / "ray"),
+            "--experiment-name", name, *extra]
+
+
+def client(tmp_path: Path):
+    from mlflow import MlflowClient
+
+    return MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+
+
+def runs_of(mlf, name: str) -> tuple[list, list]:
+    exp = mlf.get_experiment_by_name(name)
+    runs = mlf.search_runs([exp.experiment_id], max_results=1000) if exp else []
+    return ([r for r in runs if r.data.tags.get("m2d.kind") == "sweep"],
+            [r for r in runs if r.data.tags.get("m2d.kind") == "trial"])
+
+
+def test_sweep_end_to_end_torchtrainer_two_workers(tiny, tmp_path, env):
+    """2 Optuna trials x TorchTrainer(2 CPU workers, DDP/gloo); one worker is killed mid-trial and retried."""
+    args = sweep_args(tiny, tmp_path, "e2e", "--workers-per-trial", "2", "--num-samples", "2",
+                      "--scheduler", "fifo", "--fault-at-step", "5")
+    out = subprocess.run(args, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=400)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+
+    mlf = client(tmp_path)
+    parents, trials = runs_of(mlf, "e2e")
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    parent = parents[0]
+    assert parent.data.params["sweep.workers_per_trial"] == "2" and parent.data.params["sweep.backend"] == "torch"
+    assert parent.data.metrics["best/stsb/spearman/grid_mean"] > 0
+    assert len(trials) == 2 and {r.data.tags["mlflow.parentRunId"] for r in trials} == {parent.info.run_id}
+    assert len({r.data.tags["m2d.trial_id"] for r in trials}) == 2
+    for run in trials:
+        assert run.info.status == "FINISHED", run.info
+        tags, params, metrics = run.data.tags, run.data.params, run.data.metrics
+        assert tags["m2d.method"] == "v2" and tags["m2d.sampler_seed"] == "0"
+        assert tags.get("mlflow.source.git.commit"), "git commit tag missing (the test runs in a git checkout)"
+        assert tags["m2d.data.stsb/sts-dev.csv"] and any(k.startswith("m2d.data.snli") for k in tags)
+        assert params["train.seed"] == "42" and params["method.layer_weighting"] and params["sweep.method.layer_weighting"]
+        assert params["eval.dims"] == json.dumps(DIMS, separators=(",", ":"))
+        # every configured cell at the intermediate eval (step 5) and the final one (step 10)
+        names = {f"stsb/spearman/L{layer}_D{dim}" for layer in LAYERS for dim in DIMS}
+        assert names <= set(metrics), sorted(names - set(metrics))[:5]
+        assert [m.step for m in mlf.get_metric_history(run.info.run_id, "stsb/spearman/L3_D16")] == [5, 10]
+        for summary in ("grid_mean", "sublayer_mean", "lowdim_mean", "full", "worst_cell"):
+            assert f"stsb/spearman/{summary}" in metrics
+        assert {"loss", "lr", "loss/task", "m2d/loop_s"} <= set(metrics)
+        artifacts = {a.path for a in mlf.list_artifacts(run.info.run_id)}
+        assert {"grid.csv", "config.yaml", "heatmaps"} <= artifacts
+        assert {a.path for a in mlf.list_artifacts(run.info.run_id, "heatmaps")} == {"heatmaps/heatmap_stsb_spearman.png"}
+        grid = Path(mlf.download_artifacts(run.info.run_id, "grid.csv", str(tmp_path / run.info.run_id)))
+        rows = grid.read_text().splitlines()[1:]
+        assert len(rows) == len(LAYERS) * len(DIMS)
+        for row in rows:  # the logged final value of each cell is the CSV's
+            ds, _, metric, layer, dim, value = row.split(",")
+            assert metrics[f"{ds}/{metric}/L{layer}_D{dim}"] == pytest.approx(float(value), abs=1e-9)
+    retried = [r for r in trials if r.data.tags.get("m2d.resumed_from_step")]
+    assert len(retried) == 1, "the injected worker crash was not retried from its checkpoint"
+    assert retried[0].data.tags["m2d.resumed_from_step"] == "5" and retried[0].data.tags["m2d.resumed_from"] == "ray"
+
+
+def test_killed_sweep_resumes_without_duplicate_runs(tiny, tmp_path, env):
+    """SIGKILL the sweep driver (and its local Ray) after the first trial has reported, then --resume."""
+    name = "killme"
+    args = sweep_args(tiny, tmp_path, name, "--num-samples", "3", "--max-concurrent", "2",
+                      "--set", "train.max_steps=20", "--set", "eval.every_steps=10",
+                      "--set", "train.checkpoint_every=10", "--set", "train.log_every=10")
+    log = (tmp_path / "first.log").open("w")
+    proc = subprocess.Popen(args, env=env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    mlf = None
+    deadline = time.monotonic() + 180
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.5)
+            # Tune's state is saved and the driver has set up the MLflow DB (opening it earlier would race
+            # the driver's schema creation)
+            if not list((tmp_path / "ray").glob(f"{name}-*/experiment_state-*.json")):
+                continue
+            mlf = mlf or client(tmp_path)
+            _, trials = runs_of(mlf, name)
+            if any("stsb/spearman/grid_mean" in r.data.metrics for r in trials):
+                break
+        else:
+            pytest.fail(f"no trial reported before the deadline (exit {proc.poll()}):\n"
+                        + (tmp_path / "first.log").read_text()[-3000:])
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)  # the driver and the local Ray it started share its session
+        proc.wait(timeout=30)
+        log.close()
+    _, before = runs_of(mlf, name)
+    assert any(r.info.status == "RUNNING" for r in before), "killed too late: nothing was running"
+
+    resumed = subprocess.run(sweep_args(tiny, tmp_path, name, "--resume"), env=env, cwd=tmp_path,
+                             capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    assert "sweep: resuming" in resumed.stdout
+
+    parents, trials = runs_of(mlf, name)
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    run_dir = next((tmp_path / "ray").glob(f"{name}-*"))
+    tune_trials = {p.name.split("_")[2] for p in run_dir.glob("run_trial_*")}
+    ids = [r.data.tags["m2d.trial_id"] for r in trials]
+    assert len(tune_trials) == 3 and sorted(ids) == sorted(tune_trials), (ids, tune_trials)
+    assert all(r.info.status == "FINISHED" for r in trials), [(r.data.tags["m2d.trial_id"], r.info.status)
+                                                             for r in trials]
+    for run in trials:  # resumed trials continue their own run: one history, no second run
+        assert run.data.tags["mlflow.parentRunId"] == parents[0].info.run_id
+
+
+def test_dead_tracking_server_is_one_line_before_training(tmp_path, env, capsys, monkeypatch):
+    from matryoshka2d.sweep import main
+
+    monkeypatch.setenv("M2D_HOME", env["M2D_HOME"])
+    started = time.monotonic()
+    code = main(["--smoke", "--tracking-uri", "http://127.0.0.1:1", "--storage-path", str(tmp_path / "ray")],
+                sweep="weighting", description="test")
+    err = capsys.readouterr().err
+    assert code == 2 and time.monotonic() - started < 15
+    assert err.count("\n") == 1 and err.startswith("sweep: error: tracking server http://127.0.0.1:1 unreachable"), err
+    assert not (tmp_path / "ray").exists()
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("method.layer_weighting: [linear\n", "line 2: invalid YAML"),
+    ("- a\n- b\n", "expected a mapping of dotted config keys"),
+    ("method.layer_weighting: linear\n", "method.layer_weighting: expected exactly one of choice"),
+    ("method.layer_weighting:\n  choice: []\n", "choice needs a non-empty list"),
+    ("method.layer_weighting:\n  choice: [linear, cubic]\n",
+     "method.layer_weighting='cubic': method.layer_weighting: unknown scheme"),
+    ("method.kl.weight:\n  uniform: [1, 0]\n", "uniform needs low < high"),
+    ("method.kl.weight:\n  loguniform: [0, 1]\n", "loguniform needs low > 0"),
+    ("train.max_steps:\n  int: [10, 20.5]\n", "int needs integer bounds"),
+    ("method.no_such_field:\n  choice: [1]\n", "method.no_such_field=1: method.no_such_field: unknown field"),
+    ("method.layer_weighting:\n  choice: [[1, 1]]\n", "layer_weighting: an explicit list needs 7 weights"),
+])
+def test_search_space_errors_are_one_line(text, expected, tiny, tmp_path, env, capsys, monkeypatch):
+    from matryoshka2d.sweep import main
+
+    monkeypatch.setenv("M2D_HOME", env["M2D_HOME"])
+    monkeypatch.setenv("M2D_DATA_DIR", env["M2D_DATA_DIR"])
+    space = tmp_path / "space.yaml"
+    space.write_text(text)
+    code = main(["--smoke", "--space", str(space), "--set", f"model.name={tiny}", "--set", f"eval.dims={DIMS}",
+                 "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"], sweep="weighting", description="test")
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1, err
+    assert err.startswith(f"sweep: error: space {space}") and expected in err, err
+    assert not (tmp_path / "mlflow.db").exists(), "nothing may be created before the space is valid"
+
+
+def test_space_choices_ranges_and_bundles(tmp_path):
+    from ray import tune
+
+    from matryoshka2d.distributed import load_space
+
+    space = tmp_path / "s.yaml"
+    space.write_text("method.kl:\n  choice: {'off': {weight: 0.0}, 'on': {weight: 1.0, detach_teacher: false}}\n"
+                     "method.kl.temperature:\n  loguniform: [0.1, 1.0]\n"
+                     "method.layer_weighting:\n  choice: [log, [1, 2, 3]]\n"
+                     "train.max_steps:\n  int: [10, 20]\n")
+    seen = []
+    s = load_space(space, validate=seen.append)
+    assert len(seen) == 2 + 2 + 2 + 2
+    domains = s.tune_space()
+    assert isinstance(domains["method.kl.temperature"], tune.search.sample.Float)
+    assert domains["method.layer_weighting"].categories == ["log", "[1,2,3]"]
+    over = s.overrides({"method.kl": "on", "method.kl.temperature": 0.5, "method.layer_weighting": "[1,2,3]",
+                        "train.max_steps": 12})
+    assert over == {"method": {"kl": {"weight": 1.0, "detach_teacher": False, "temperature": 0.5},
+                               "layer_weighting": [1, 2, 3]}, "train": {"max_steps": 12}}
+
+
+def test_resources_and_concurrency():
+    from matryoshka2d.distributed import TrialSetup, choose_backend, max_concurrent, trial_resources, worker_resources
+
+    assert choose_backend(1) == "inprocess" and choose_backend(2) == "torch" and choose_backend(1, "torch") == "torch"
+    with pytest.raises(M2DError):
+        choose_backend(2, "inprocess")
+    setup = TrialSetup("v2", {}, None, "", "", "", "", workers=2, cpus_per_worker=1, backend="torch")
+    # driver 0.01 + 2 workers must fit exactly on a 2-CPU node
+    assert trial_resources(setup)["cpu"] + 2 * worker_resources(setup)["CPU"] <= 2.0
+    assert max_concurrent({"CPU": 2.0}, 2, 1, 0) == 1 and max_concurrent({"CPU": 16.0}, 2, 1, 0) == 8
+    assert max_concurrent({"CPU": 16.0, "GPU": 2.0}, 1, 1, 1) == 2 and max_concurrent({}, 1, 1, 0) == 1
