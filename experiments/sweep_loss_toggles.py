@@ -3,7 +3,7 @@
 
     python experiments/sweep_loss_toggles.py --smoke
 
-Search space: experiments/spaces/loss_toggles.yaml. See experiments/README-sweeps.md.
+Search space: experiments/spaces/loss_toggles.yaml. See README.md, "Sweeps".
 """
 
 from pathlib import Path

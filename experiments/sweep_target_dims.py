@@ -3,7 +3,7 @@
 
     python experiments/sweep_target_dims.py --smoke
 
-Search space: experiments/spaces/target_dims.yaml. See experiments/README-sweeps.md.
+Search space: experiments/spaces/target_dims.yaml. See README.md, "Sweeps".
 """
 
 from pathlib import Path

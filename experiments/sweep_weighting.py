@@ -4,7 +4,7 @@
     python experiments/sweep_weighting.py --smoke            # minutes on a laptop (local Ray)
     ray job submit --working-dir . -- python experiments/sweep_weighting.py --num-samples 16
 
-Search space: experiments/spaces/weighting.yaml. See experiments/README-sweeps.md.
+Search space: experiments/spaces/weighting.yaml. See README.md, "Sweeps".
 """
 
 from pathlib import Path

@@ -33,7 +33,7 @@ KUBERAY = DOCKER / "kuberay"
 RAYCLUSTER = KUBERAY / "raycluster.yaml"
 RAYJOB = KUBERAY / "rayjob.yaml"
 MLFLOW = KUBERAY / "mlflow.yaml"
-README_SNIPPET = DOCKER / "README-cluster.md"
+README = ROOT / "README.md"
 
 SECRET_NAME = re.compile(r"TOKEN|SECRET|PASSW|API_?KEY|ACCESS_?KEY|PRIVATE_?KEY|CREDENTIAL|AUTH", re.I)
 
@@ -582,13 +582,13 @@ def test_nothing_exposed_publicly(path):
             assert t == "ClusterIP"
 
 
-# --------------------------------------------------------------------------- README snippet
+# --------------------------------------------------------------------------- README
 
 
-def test_readme_snippet_names_existing_files():
-    text = README_SNIPPET.read_text()
+def test_readme_names_existing_files():
+    text = README.read_text()
     assert re.search(r"^#+ Running on a cluster", text, re.M)
     paths = set(re.findall(r"(?<![\w/.-])((?:docker|experiments|tests|platform)/[\w./-]*\w)", text))
     assert paths
     missing = sorted(p for p in paths if not (ROOT / p).exists())
-    assert not missing, f"README-cluster.md names files that do not exist: {missing}"
+    assert not missing, f"README.md names files that do not exist: {missing}"
