@@ -42,8 +42,8 @@ import time
 from pathlib import Path
 
 if __name__ == "__main__":
-    # Token authentication, as on the production cluster (docker/README-cluster.md), with a fresh token for this
-    # cluster only. Ray reads RAY_AUTH_MODE when it is imported, so this must come before `import ray`.
+    # Token authentication, as on the production cluster (README.md, "Token authentication"), with a fresh token
+    # for this cluster only. Ray reads RAY_AUTH_MODE when it is imported, so this must come before `import ray`.
     os.environ.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(32))
     os.environ.pop("RAY_AUTH_TOKEN_PATH", None)
 
@@ -136,8 +136,9 @@ class LocalAutoscalingCluster(AutoscalingCluster):
         config_file = Path(self.temp_dir) / "autoscaling.yaml"
         config_file.write_text(yaml.safe_dump(self._config))
         head = dict(self._head_resources)
-        ray_cli = Path(sys.executable).parent / "ray"
-        cmd = [str(ray_cli) if ray_cli.is_file() else shutil.which("ray") or "ray", "start", "--head", f"--autoscaling-config={config_file}",
+        ray_cli = Path(sys.executable).parent / "ray"  # this interpreter's Ray, not whatever `ray` is on PATH
+        ray_cli = str(ray_cli) if ray_cli.is_file() else shutil.which("ray") or "ray"
+        cmd = [ray_cli, "start", "--head", f"--autoscaling-config={config_file}",
                f"--port={self.port}", f"--temp-dir={self.temp_dir}", f"--num-cpus={head.pop('CPU', 0)}",
                f"--num-gpus={head.pop('GPU', 0)}",
                f"--object-store-memory={head.pop('object_store_memory', OBJECT_STORE)}",
@@ -278,6 +279,8 @@ def run(args: argparse.Namespace, ev: dict) -> dict:
         peak = 0
         with open(sweep_log, "w") as out:
             sweep = subprocess.Popen(cmd, env=env, cwd=workdir, stdout=out, stderr=subprocess.STDOUT)
+            (workdir / "cluster.json").write_text(json.dumps({"temp_dir": cluster.temp_dir, "sid": cluster.sid,
+                                                              "script_pid": os.getpid(), "sweep_pid": sweep.pid}))
             while sweep.poll() is None:
                 if time.monotonic() - started > args.sweep_timeout:
                     raise TimeoutError(f"sweep still running after {args.sweep_timeout} s (log {sweep_log})")
@@ -355,6 +358,9 @@ def run(args: argparse.Namespace, ev: dict) -> dict:
               f"removal", flush=True)
         ev["autoscaler_log"] = cluster.log_lines(r"Adding \d+ node|Removing \d+ node|[Tt]erminat.*idle|"
                                                  r"idle.*[Tt]erminat|launched \d+ node")[-20:]
+        # per node: the autoscaler's own record of terminating it for idleness (fake node id = Ray node id)
+        ev["idle_terminated"] = sorted({m.group(1) for line in cluster.log_lines(r"Terminating the node with id")
+                                        if (m := re.search(r"Terminating the node with id (\w+) .*\(idle\)", line))})
         for line in ev["autoscaler_log"]:
             print(f"autoscale: monitor.log: {line}", flush=True)
         return ev
@@ -369,7 +375,7 @@ def run(args: argparse.Namespace, ev: dict) -> dict:
         cluster.shutdown(keep_temp=args.keep_logs)
         left = cluster.processes()
         ev["leftover_processes"] = left
-        print(f"autoscale: cluster stopped ({len(left)} process(es) left)", flush=True)
+        print(f"autoscale: cluster stopped ({len(left)} process(es) left); outputs in {workdir}", flush=True)
 
 
 def check(ev: dict) -> list[str]:
@@ -397,8 +403,13 @@ def check(ev: dict) -> list[str]:
     if any(n["state"] != "DEAD" for n in workers):
         fails.append(f"worker nodes still alive {ev.get('waited_for_removal_s')} s after the sweep")
     for n in workers:
-        if n["state"] == "DEAD" and "autoscaler" not in (n["state_message"] or ""):
-            fails.append(f"worker {n['node_id']} died, but not by the autoscaler: {n['state_message']}")
+        # GCS says "Terminated by autoscaler" when the autoscaler's drain request won the race against the
+        # fake provider's SIGTERM to the raylet, else "received SIGTERM": both expected; the log names the cause
+        if n["node_id"] not in ev.get("idle_terminated", []):
+            fails.append(f"worker {n['node_id']} not terminated as idle by the autoscaler (monitor.log); "
+                         f"GCS: {n['state_message']}")
+        if n["state"] == "DEAD" and not (n["state_message"] or "").startswith("Expected termination"):
+            fails.append(f"worker {n['node_id']} died unexpectedly: {n['state_message']}")
         idle = n.get("removed_s_after_last_result")
         if n["trials"] and (idle is None or idle < ev["idle_timeout_s"] - 1):  # result timestamps are whole seconds
             fails.append(f"worker {n['node_id']} removed {idle} s after its last trial result, before the idle "

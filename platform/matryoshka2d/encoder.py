@@ -89,18 +89,19 @@ class Encoder(nn.Module):
                               max_length=max_length or self.max_length)
 
     def pool(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """``hidden`` [..., B, T, H] -> [..., B, H] with the configured pooling."""
+        """``hidden`` [B, T, H] -> [B, H] with the configured pooling."""
         if self.pooling == "cls":
-            return hidden[..., 0, :]
-        mask = attention_mask.to(hidden.dtype).unsqueeze(-1)  # [B, T, 1], broadcast over leading layer dims
-        return (hidden * mask).sum(-2) / mask.sum(-2).clamp(min=1e-9)
+            return hidden[:, 0]
+        mask = attention_mask.to(hidden.dtype)
+        # a batched matmul: no [B, T, H] temporary per layer
+        return torch.bmm(mask.unsqueeze(1), hidden).squeeze(1) / mask.sum(1, keepdim=True).clamp(min=1e-9)
 
     def forward(self, features: dict[str, torch.Tensor], layers: Sequence[int] | None = None) -> torch.Tensor:
         """Pooled embeddings ``[len(layers) or L+1, B, H]`` from one forward pass (layer 0 = embeddings)."""
         features = {k: v.to(self.device) for k, v in features.items()}
         out = self.model(**features, output_hidden_states=True, return_dict=True)
         states = out.hidden_states if layers is None else [out.hidden_states[i] for i in layers]
-        return self.pool(torch.stack(states), features["attention_mask"])
+        return torch.stack([self.pool(h, features["attention_mask"]) for h in states])
 
     def forward_texts(self, texts: Sequence[str], layers: Sequence[int] | None = None,
                       chunks: int = 1) -> tuple[torch.Tensor, int, int]:
