@@ -1,6 +1,6 @@
 """Autoscaling proven locally: the real Ray autoscaler (fake nodes on this machine) under the smoke sweep.
 
-Runs ``experiments/autoscale_local.py`` (the documented command, see docker/README-autoscaling.md) as a user
+Runs ``experiments/autoscale_local.py`` (the documented command, see README.md, "Autoscaling, proven locally") as a user
 would: it starts ``ray.cluster_utils.AutoscalingCluster`` with a 0-CPU head and a ``cpu_worker`` type of at
 most 2 nodes, runs ``experiments/sweep_weighting.py --smoke --address ...`` against it, and records Ray's own
 state. Here the evidence is asserted: worker nodes launched by the autoscaler, every trial's actor on one of
