@@ -24,7 +24,7 @@ def tiny(tmp_path_factory):
 def _overrides(model, data_dir, **extra):
     base = {"model": {"name": str(model), "max_length": 32},
             "data": {"data_dir": str(data_dir), "max_train_examples": 1000},
-            "train": {"max_steps": 25, "batch_size": 16, "lr": 5e-4, "log_every": 1000},
+            "train": {"max_steps": 25, "batch_size": 16, "lr": 5e-4, "log_every": 1000, "column_chunks": 1},
             "eval": {"max_examples": 300, "dims": "8,16,32,64"}}
     for section, values in extra.items():
         base.setdefault(section, {}).update(values)
