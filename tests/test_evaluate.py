@@ -88,23 +88,26 @@ def _beir_scores(qrels, run):
 
 
 def test_grid_equals_naive_per_cell(grid, encoder, tiny_dir, stsb_small, scifact_small):
+    """Every cell equals an independent reference: truncated HF model, plain forward, mean pooling, slice to d.
+
+    The reference encodes once per layer (the truncated model does not depend on d) to keep the test fast.
+    """
     from transformers import AutoModel, AutoTokenizer
 
     base, tok = AutoModel.from_pretrained(tiny_dir), AutoTokenizer.from_pretrained(tiny_dir)
     qids = list(scifact_small.queries)
     doc_ids, doc_texts = scifact_small.doc_texts()
+    texts = {"s1": stsb_small.sentences1, "s2": stsb_small.sentences2,
+             "q": [scifact_small.queries[i] for i in qids], "c": doc_texts}
+    normalize = torch.nn.functional.normalize
     for layer in LAYERS:
+        emb = {k: _naive_embed(base, tok, layer, v, encoder.max_length) for k, v in texts.items()}
         for dim in DIMS:
-            s1 = _naive_embed(base, tok, layer, stsb_small.sentences1, encoder.max_length)[:, :dim]
-            s2 = _naive_embed(base, tok, layer, stsb_small.sentences2, encoder.max_length)[:, :dim]
-            cos = torch.nn.functional.cosine_similarity(s1, s2).numpy()
+            cos = torch.nn.functional.cosine_similarity(emb["s1"][:, :dim], emb["s2"][:, :dim]).numpy()
             expected = spearmanr(cos, stsb_small.scores).statistic
             assert grid.cell("stsb", "spearman", layer, dim) == pytest.approx(expected, abs=1e-5)
 
-            q = torch.nn.functional.normalize(
-                _naive_embed(base, tok, layer, [scifact_small.queries[i] for i in qids], encoder.max_length)[:, :dim], dim=-1)
-            c = torch.nn.functional.normalize(_naive_embed(base, tok, layer, doc_texts, encoder.max_length)[:, :dim], dim=-1)
-            scores = (q @ c.T).tolist()
+            scores = (normalize(emb["q"][:, :dim], dim=-1) @ normalize(emb["c"][:, :dim], dim=-1).T).tolist()
             run = {qid: dict(rt.trec_order(zip(doc_ids, row))[:100]) for qid, row in zip(qids, scores)}
             for metric, value in _beir_scores(scifact_small.qrels, run).items():
                 assert grid.cell("scifact", metric, layer, dim) == pytest.approx(value, abs=1e-5), (metric, layer, dim)
@@ -205,13 +208,19 @@ def test_sts_avg_and_input_checks(encoder, stsb_small):
         evaluate_grid(encoder, [small, small], [1], [8])
 
 
-def test_ray_equals_in_process(encoder, stsb_small, scifact_small, grid):
+def test_ray_equals_in_process(encoder, stsb_small, scifact_small, grid, monkeypatch):
     ray = pytest.importorskip("ray")
+    from matryoshka2d.evaluate import parallel
+
+    puts = []
+    monkeypatch.setattr(ray, "put", lambda obj, _put=ray.put: puts.append(1) or _put(obj))
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
+        assert parallel.ray_active()
         res = evaluate_grid(encoder, [stsb_small, scifact_small], LAYERS, DIMS, batch_size=32)  # Ray is up -> tasks
     finally:
         ray.shutdown()
+    assert len(puts) == 2  # the embeddings go to the object store once per dataset, not once per cell
     assert [(r.dataset, r.metric, r.layer, r.dim) for r in res.rows] == \
            [(r.dataset, r.metric, r.layer, r.dim) for r in grid.rows]
     np.testing.assert_allclose([r.value for r in res.rows], [r.value for r in grid.rows], atol=1e-9)
