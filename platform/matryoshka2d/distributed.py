@@ -254,8 +254,8 @@ class Reporter:
         if metrics.get("final"):
             scalars["m2d/loop_s"] = time.perf_counter() - self.started
         if self.rank == 0:
-            cells = tracking.grid_metrics(grid) if grid is not None else {}
-            tracking.log_metrics(self.mlf, self.setup["run_id"], {**scalars, **cells}, step)
+            cells = tracking.cell_metrics(grid) if grid is not None else {}
+            tracking.log_metrics(self.mlf, self.setup["run_id"], {**scalars, **cells, **summaries}, step)
             if metrics.get("final") and grid is not None:
                 out = Path(self.setup["out_dir"])
                 tracking.log_final_artifacts(self.mlf, self.setup["run_id"], out, grid)

@@ -251,10 +251,10 @@ def grid_summaries(grid: "GridResult") -> dict[str, float]:
     return out
 
 
-def grid_metrics(grid: "GridResult") -> dict[str, float]:
-    """Every cell as ``<dataset>/<metric>/L<l>_D<d>`` plus the summaries: the MLflow columns to compare trials on."""
-    cells = {cell_key(r.dataset, r.metric, r.layer, r.dim): r.value for r in grid.rows}
-    return {**cells, **grid_summaries(grid)}
+def cell_metrics(grid: "GridResult") -> dict[str, float]:
+    """Every cell as ``<dataset>/<metric>/L<l>_D<d>``: with :func:`grid_summaries`, the MLflow columns to compare
+    trials on."""
+    return {cell_key(r.dataset, r.metric, r.layer, r.dim): r.value for r in grid.rows}
 
 
 def log_final_artifacts(mlf: "MlflowClient", run_id: str, out_dir: Path, grid: "GridResult") -> list[Path]:
