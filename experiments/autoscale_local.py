@@ -250,14 +250,18 @@ def run(args: argparse.Namespace, ev: dict) -> dict:
         upscaling_speed=1.0)
     ev.update({"address": cluster.address, "temp_dir": cluster.temp_dir, "workdir": str(workdir),
                 "idle_timeout_s": args.idle_timeout_minutes * 60, "max_workers": args.max_workers})
-    # for a caller that must clean up after a hard kill of this process (the test does)
-    (workdir / "cluster.json").write_text(json.dumps({"temp_dir": cluster.temp_dir, "script_pid": os.getpid()}))
+    info = {"temp_dir": cluster.temp_dir, "script_pid": os.getpid()}
+
+    def record(**more) -> None:  # for a caller that must clean up after a hard kill of this process (the test does)
+        info.update(more)
+        (workdir / "cluster.json").write_text(json.dumps(info))
+
+    record()
     sweep = None
     t0 = time.monotonic()
     try:
         cluster.start()
-        (workdir / "cluster.json").write_text(json.dumps({"temp_dir": cluster.temp_dir, "sid": cluster.sid,
-                                                          "script_pid": os.getpid()}))
+        record(sid=cluster.sid)
         ev["head_started_s"] = round(time.monotonic() - t0, 1)
         print(f"autoscale: head up at {cluster.address} in {ev['head_started_s']} s (temp dir {cluster.temp_dir})",
               flush=True)
@@ -279,8 +283,7 @@ def run(args: argparse.Namespace, ev: dict) -> dict:
         peak = 0
         with open(sweep_log, "w") as out:
             sweep = subprocess.Popen(cmd, env=env, cwd=workdir, stdout=out, stderr=subprocess.STDOUT)
-            (workdir / "cluster.json").write_text(json.dumps({"temp_dir": cluster.temp_dir, "sid": cluster.sid,
-                                                              "script_pid": os.getpid(), "sweep_pid": sweep.pid}))
+            record(sweep_pid=sweep.pid)
             while sweep.poll() is None:
                 if time.monotonic() - started > args.sweep_timeout:
                     raise TimeoutError(f"sweep still running after {args.sweep_timeout} s (log {sweep_log})")
