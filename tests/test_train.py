@@ -95,6 +95,24 @@ def test_saved_model_loads_in_sentence_transformers(tiny, data_dir, tmp_path):
     torch.testing.assert_close(theirs.cpu(), ours, atol=1e-5, rtol=1e-4)
 
 
+def test_length_sorted_column_chunks_equal_one_padded_forward(tiny):
+    """``forward_texts`` with chunks: the embeddings (input order, every layer) and gradients of one padded call,
+    with fewer padding tokens counted."""
+    encoder = load_encoder(str(tiny), device="cpu", max_length=32)
+    encoder.eval()  # no dropout: both paths must see the same network
+    texts = ["a", "a much longer sentence with many more tokens in it than the others", "two words",
+             "a medium length sentence here", "x y z", "one more text of some length"]
+    features = encoder.tokenize(texts)
+    reference = encoder(features, [0, 2, 4])
+    chunked, real, padded = encoder.forward_texts(texts, [0, 2, 4], chunks=3)
+    torch.testing.assert_close(chunked, reference, atol=1e-5, rtol=1e-5)
+    assert real == int(features["attention_mask"].sum()) and real < padded < features["attention_mask"].numel()
+    grads = [torch.autograd.grad(out.sum(), encoder.model.embeddings.word_embeddings.weight)[0]
+             for out in (reference, chunked)]
+    torch.testing.assert_close(grads[1], grads[0], atol=1e-5, rtol=1e-5)
+    assert encoder.forward_texts(texts, [4], chunks=1)[1:] == (real, features["attention_mask"].numel())
+
+
 def test_make_batches_is_deterministic_and_bucketed():
     rng = np.random.default_rng(0)
     lengths = [int(x) for x in rng.integers(5, 120, size=2000)]
