@@ -45,10 +45,15 @@ if __name__ == "__main__":
     # Token authentication, as on the production cluster (README.md, "Token authentication"), with a fresh token
     # for this cluster only. Ray reads RAY_AUTH_MODE when it is imported, so this must come before `import ray`.
     os.environ.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(32))
+    # Loopback only: Ray's single-node mode makes the node IP 127.0.0.1, so the head, the fake worker nodes and
+    # the sweep driver bind 127.0.0.1 (matryoshka2d.cluster explains why this and not --node-ip-address).
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
     os.environ.pop("RAY_AUTH_TOKEN_PATH", None)
 
 import yaml  # noqa: E402
 from ray.cluster_utils import AutoscalingCluster  # noqa: E402
+
+from matryoshka2d.testing import is_loopback, listening_sockets  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SWEEP = ROOT / "experiments" / "sweep_weighting.py"
@@ -281,6 +286,7 @@ def run(args: argparse.Namespace, ev: dict) -> dict:
         started = time.monotonic()
         seen: dict[str, dict] = {}  # worker node id -> first view
         peak = 0
+        listening: dict[str, str] = {}  # every listening socket of the cluster and the sweep: "ip:port" -> process
         with open(sweep_log, "w") as out:
             sweep = subprocess.Popen(cmd, env=env, cwd=workdir, stdout=out, stderr=subprocess.STDOUT)
             record(sweep_pid=sweep.pid)
@@ -298,8 +304,11 @@ def run(args: argparse.Namespace, ev: dict) -> dict:
                         print(f"autoscale: +{time.monotonic() - started:5.1f}s worker node {short(n['node_id'])} "
                               f"ALIVE ({n['resources_total'].get('CPU', 0):g} CPU)", flush=True)
                 peak = max(peak, len(alive))
+                for pid, name, ip, port in listening_sockets(cluster.processes() + [sweep.pid]):
+                    listening.setdefault(f"{ip}:{port}", f"{name} (pid {pid})")
                 time.sleep(2)
         sweep_s = time.monotonic() - started
+        ev.update(listening=listening, not_loopback=sorted(a for a in listening if not is_loopback(a.rsplit(":", 1)[0])))
         ev.update(sweep_rc=sweep.returncode, sweep_s=round(sweep_s, 1), peak_alive_workers=peak,
                   sweep_log_tail=sweep_log.read_text(errors="replace")[-4000:])
         sweep = None
@@ -423,6 +432,8 @@ def check(ev: dict) -> list[str]:
         fails.append("head not alive when the workers were removed (they must be removed by the autoscaler)")
     if ev.get("leftover_processes"):
         fails.append(f"cluster processes left: {ev['leftover_processes']}")
+    if not ev.get("listening") or ev.get("not_loopback"):
+        fails.append(f"sockets listening beyond loopback: {ev.get('not_loopback')} (of {len(ev.get('listening', {}))})")
     return fails
 
 

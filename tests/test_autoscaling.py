@@ -120,6 +120,7 @@ def test_autoscaling_cluster_runs_the_smoke_sweep_on_launched_workers(tmp_path, 
             assert n["removed_s_after_last_result"] >= IDLE_TIMEOUT_MIN * 60 - 1, n
     assert any(re.search(r"Removing \d+ nodes? of type cpu_worker \(idle\)", line) for line in ev["autoscaler_log"])
     assert ev["leftover_processes"] == []
+    assert ev["listening"] and ev["not_loopback"] == [], ev["listening"]  # head, fake nodes, workers, sweep
 
     # the sweep itself behaved as on any cluster: its MLflow runs are all closed
     from mlflow import MlflowClient

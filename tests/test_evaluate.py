@@ -214,7 +214,9 @@ def test_ray_equals_in_process(encoder, stsb_small, scifact_small, grid, monkeyp
 
     puts = []
     monkeypatch.setattr(ray, "put", lambda obj, _put=ray.put: puts.append(1) or _put(obj))
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    from matryoshka2d.cluster import start_or_join
+
+    assert start_or_join(None, num_cpus=2, include_dashboard=False, log_to_driver=False)  # loopback only
     try:
         assert parallel.ray_active()
         res = evaluate_grid(encoder, [stsb_small, scifact_small], LAYERS, DIMS, batch_size=32)  # Ray is up -> tasks

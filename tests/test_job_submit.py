@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from matryoshka2d.testing import make_tiny_bert
+from matryoshka2d.testing import is_loopback, listening_sockets, make_tiny_bert, session_processes
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -62,7 +62,9 @@ def ray_head(tmp_path, data_dir):
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI")}
     env.update({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token), "RAY_USAGE_STATS_ENABLED": "0",
                 "PATH": f"{BIN}{os.pathsep}{env.get('PATH', '')}", "HF_HUB_OFFLINE": "1",
-                "M2D_DATA_DIR": str(data_dir), "M2D_HOME": str(tmp_path / "home")})
+                "M2D_DATA_DIR": str(data_dir), "M2D_HOME": str(tmp_path / "home"),
+                # loopback only, as the README's head command (see matryoshka2d.cluster)
+                "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"})
     cmd = [str(BIN / "ray"), "start", "--head", "--node-ip-address=127.0.0.1", f"--port={free_port()}",
            "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}", f"--ray-client-server-port={free_port()}",
            f"--dashboard-agent-listen-port={free_port()}", "--num-cpus=2", f"--temp-dir={temp_dir}",
@@ -83,7 +85,7 @@ def ray_head(tmp_path, data_dir):
                 pytest.fail("the Ray head did not come up:\n" + (tmp_path / "head.log").read_text()[-3000:])
             time.sleep(1)
         assert requests.get(f"{address}/api/version", timeout=2).status_code == 401, "token auth is off"
-        yield {"address": address, "headers": headers, "env": env, "temp_dir": Path(temp_dir)}
+        yield {"address": address, "headers": headers, "env": env, "temp_dir": Path(temp_dir), "sid": head.pid}
     finally:
         for sig, wait in ((signal.SIGTERM, 5), (signal.SIGKILL, 10)):
             try:
@@ -119,13 +121,17 @@ def test_job_submit_smoke_sweep(ray_head, tmp_path):
     job = f"{ray_head['address']}/api/jobs/{sid}"
     deadline = time.monotonic() + 300
     status = None
+    listening = {}
     while time.monotonic() < deadline:
+        for pid, name, ip, port in listening_sockets(session_processes(ray_head["sid"])):  # head, workers, job driver
+            listening[(ip, port)] = name
         status = requests.get(job, headers=ray_head["headers"], timeout=5).json()["status"]
         if status in ("SUCCEEDED", "FAILED", "STOPPED"):
             break
         time.sleep(2)
     logs = requests.get(f"{job}/logs", headers=ray_head["headers"], timeout=10).json().get("logs", "")
     assert status == "SUCCEEDED", f"job {status}:\n{logs[-4000:]}"
+    assert listening and all(is_loopback(ip) for ip, _ in listening), listening
 
     # the upload was the repo without .venv & co (.gitignore + .rayignore + Ray's default excludes)
     packages = [p for p in ray_head["temp_dir"].glob("session_latest/runtime_resources/working_dir_files/_ray_pkg_*")

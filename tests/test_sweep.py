@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from matryoshka2d.errors import M2DError
-from matryoshka2d.testing import make_tiny_bert
+from matryoshka2d.testing import is_loopback, listening_sockets, make_tiny_bert, session_processes
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "experiments" / "sweep_weighting.py"
@@ -44,6 +44,34 @@ def sweep_args(tiny: Path, tmp_path: Path, name: str, *extra: str) -> list[str]:
             "--experiment-name", name, *extra]
 
 
+def run_watching_sockets(args: list[str], env: dict, cwd: Path, timeout: float) -> tuple[int, str, dict]:
+    """Run a sweep in its own session; every listening socket its processes (driver, local Ray, trials) opened."""
+    log = cwd / f"sweep-{len(list(cwd.glob('sweep-*.log')))}.log"
+    listening: dict[tuple[str, int], str] = {}
+    with log.open("w") as out:
+        proc = subprocess.Popen(args, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + timeout
+        try:
+            while proc.poll() is None and time.monotonic() < deadline:
+                for _, name, ip, port in listening_sockets(session_processes(proc.pid)):
+                    listening[(ip, port)] = name
+                time.sleep(0.5)
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)
+    return proc.returncode, log.read_text(), listening
+
+
+def assert_loopback_only(listening: dict, torch_store: int = 0) -> None:
+    """Every socket on 127.0.0.0/8 or ::1, but for ``torch_store`` rendezvous stores of multi-worker trials
+    (torch.distributed's TCPStore binds every interface and has no bind-address setting; README, security)."""
+    assert listening, "no listening socket seen: the watcher missed the cluster"
+    wide = {f"{ip}:{port}": name for (ip, port), name in listening.items() if not is_loopback(ip)}
+    stores = [a for a, name in wide.items() if name == "ray::RayTrainWorker"]
+    assert len(stores) <= torch_store and len(wide) == len(stores), f"listening beyond loopback: {wide}"
+
+
 def client(tmp_path: Path):
     from mlflow import MlflowClient
 
@@ -61,8 +89,11 @@ def test_sweep_end_to_end_torchtrainer_two_workers(tiny, tmp_path, env):
     """2 Optuna trials x TorchTrainer(2 CPU workers, DDP/gloo); one worker is killed mid-trial and retried."""
     args = sweep_args(tiny, tmp_path, "e2e", "--workers-per-trial", "2", "--num-samples", "2",
                       "--scheduler", "fifo", "--fault-at-step", "5")
-    out = subprocess.run(args, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=400)
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    rc, log, listening = run_watching_sockets(args, env, tmp_path, timeout=400)
+    assert rc == 0, log[-6000:]
+    # GCS, raylet, workers, agents, exporters, gloo on 127.0.0.1; one TCPStore per worker-group start (2 trials +
+    # the retried one) is the exception
+    assert_loopback_only(listening, torch_store=3)
 
     mlf = client(tmp_path)
     parents, trials = runs_of(mlf, "e2e")
@@ -110,6 +141,7 @@ def test_killed_sweep_resumes_without_duplicate_runs(tiny, tmp_path, env):
     log = (tmp_path / "first.log").open("w")
     proc = subprocess.Popen(args, env=env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     mlf = None
+    listening: dict = {}
     deadline = time.monotonic() + 180
     try:
         while time.monotonic() < deadline and proc.poll() is None:
@@ -118,6 +150,8 @@ def test_killed_sweep_resumes_without_duplicate_runs(tiny, tmp_path, env):
             # the driver's schema creation)
             if not list((tmp_path / "ray").glob(f"{name}-*/experiment_state-*.json")):
                 continue
+            for _, pname, ip, port in listening_sockets(session_processes(proc.pid)):
+                listening[(ip, port)] = pname
             mlf = mlf or client(tmp_path)
             _, trials = runs_of(mlf, name)
             if any("stsb/spearman/grid_mean" in r.data.metrics for r in trials):
@@ -132,6 +166,7 @@ def test_killed_sweep_resumes_without_duplicate_runs(tiny, tmp_path, env):
         log.close()
     _, before = runs_of(mlf, name)
     assert any(r.info.status == "RUNNING" for r in before), "killed too late: nothing was running"
+    assert_loopback_only(listening)  # the local Ray the sweep started: every port on 127.0.0.1
 
     resumed = subprocess.run(sweep_args(tiny, tmp_path, name, "--resume"), env=env, cwd=tmp_path,
                              capture_output=True, text=True, timeout=300)

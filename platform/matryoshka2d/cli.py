@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from .errors import M2DError
+from .errors import M2DError, OneLineParser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -26,7 +26,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="m2d", description="2D Matryoshka embedding platform")
+    parser = OneLineParser(prog="m2d", description="2D Matryoshka embedding platform")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_eval(sub)
     _add_train(sub)
@@ -42,20 +42,26 @@ def _add_train(sub) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config field, e.g. train.max_steps=200 or method.kl.weight=0; repeatable")
     p.add_argument("--data-dir", default=None, help="data root (default: $M2D_DATA_DIR or ./data)")
-    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--out", required=True, help="output directory; one with checkpoints is resumed if its config "
+                                                "agrees in every field that can change the weights")
+    p.add_argument("--restart", action="store_true",
+                   help="move a previous run in --out aside (to <out>.prev-<time>) and start over; nothing is deleted")
     p.set_defaults(func=_cmd_train)
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from .config import load_config, parse_overrides, deep_merge
+    from .config import deep_merge, load_config, parse_overrides
     from .evaluate import summarize
-    from .train import train
+    from .preflight import check_run
+    from .train import restart, train
 
     overrides = parse_overrides(args.overrides)
     if args.data_dir:
         overrides = deep_merge(overrides, {"data": {"data_dir": args.data_dir}})
-    cfg = load_config(args.config, overrides)
+    cfg = check_run(load_config(args.config, overrides))  # model fit and data presence, before any weights load
     _quiet_transformers()
+    if args.restart and (aside := restart(Path(args.out))):
+        print(f"train: the previous run in {args.out} was moved to {aside}")
     out = _make_out_dir(args.out)
     result = train(cfg, out)
     print(format_grid(result["grid"]))
@@ -91,17 +97,22 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from . import data
     from .cells import parse_dims, parse_layers
     from .encoder import load_encoder
-    from .evaluate import evaluate_grid
+    from .evaluate import check_evaluable, evaluate_grid
     from .plots import heatmap, heatmap_name
+    from .preflight import check_max_length, model_shape
 
     if args.batch_size < 1 or (args.max_length is not None and args.max_length < 1):
         raise M2DError("--batch-size and --max-length must be positive integers")
     _quiet_transformers()
-    encoder = load_encoder(args.model, pooling=args.pooling, max_length=args.max_length)
-    layers = parse_layers(args.layers, encoder.num_layers, "--layers")  # fail before loading data or encoding
-    dims = parse_dims(args.dims, encoder.hidden_size, "--dims")
+    shape = model_shape(args.model)  # config.json only: every flag is checked before weights or data load
+    layers = parse_layers(args.layers, shape.num_layers, "--layers")
+    dims = parse_dims(args.dims, shape.hidden_size, "--dims")
+    check_max_length(args.max_length, shape, "--max-length")
     names, sts_avg = _expand_data(args.data, args.data_dir)
     datasets = [data.load(name, split=args.split, data_dir=args.data_dir) for name in names]
+    for ds in datasets:
+        check_evaluable(ds)
+    encoder = load_encoder(args.model, pooling=args.pooling, max_length=args.max_length)
     out = _make_out_dir(args.out)  # before the long encode, so an unwritable --out fails at once
     started_ray = args.ray and _start_ray()
     try:
@@ -133,13 +144,10 @@ def _make_out_dir(path: str) -> Path:
 
 
 def _start_ray() -> bool:
-    """Start (or join, via RAY_ADDRESS) Ray; True when this call started it, so we shut it down after."""
-    import ray
+    """Join ``$RAY_ADDRESS`` or start a loopback-only local Ray; True when this call started it (shut down after)."""
+    from .cluster import start_or_join
 
-    if ray.is_initialized():
-        return False
-    ray.init(include_dashboard=False, log_to_driver=False)
-    return True
+    return start_or_join(None, include_dashboard=False, log_to_driver=False)
 
 
 def _quiet_transformers() -> None:

@@ -18,7 +18,7 @@ PRESET_DIR = Path(__file__).resolve().parents[2] / "experiments" / "configs"
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)  # NaN is never a setting
 
 
 class ModelConfig(_Strict):
@@ -71,7 +71,10 @@ class Config(_Strict):
 
 
 def _first_error(err: ValidationError) -> str:
-    e = err.errors()[0]
+    errors = err.errors()
+    # a union field fails once per branch (``str``, ``list[float]``): the deepest location is the branch that
+    # got furthest, e.g. the NaN inside a list rather than "not a string"
+    e = max((x for x in errors if x["loc"][:1] == errors[0]["loc"][:1]), key=lambda x: len(x["loc"]))
     # drop pydantic's union-branch names (``str``, ``list[...]``) from the location
     where = ".".join(str(p) for p in e["loc"] if not (isinstance(p, str) and ("[" in p or p in ("str", "int", "float", "bool")))) or "config"
     msg = e["msg"].removeprefix("Value error, ")
@@ -147,6 +150,47 @@ def load_config(preset: str | Path | None = None, overrides: list[str] | dict | 
     data = load_yaml(resolve_preset(preset)) if preset else {}
     extra = overrides if isinstance(overrides, dict) else parse_overrides(overrides)
     return build_config(deep_merge(data, extra))
+
+
+# Fields that cannot change the trained weights: a resumed run may differ from its saved config only in these
+# (max_steps continues the same run further; evaluation runs in inference mode and draws no random numbers).
+RESUME_SAFE = ("train.max_steps", "train.checkpoint_every", "train.keep_checkpoints", "train.log_every", "eval.")
+
+
+def resume_conflicts(saved: dict[str, Any], new: "Config") -> list[tuple[str, Any, Any]]:
+    """(field, saved value, new value) for every field that differs and could change the trained weights."""
+    a = flatten(saved)
+    b = flatten(yaml.safe_load(yaml.safe_dump(new.model_dump(mode="json"))))  # the form config.yaml holds
+    missing = object()
+    return [(k, a.get(k), b.get(k)) for k in sorted(set(a) | set(b))
+            if not k.startswith(RESUME_SAFE) and a.get(k, missing) != b.get(k, missing)]
+
+
+def numeric_kind(dotted: str) -> str | None:
+    """``"int"`` / ``"float"`` for a numeric config field (``train.max_steps`` -> int), ``"other"`` for any other
+    field, None for an unknown key (validation reports those)."""
+    import types
+    import typing
+
+    model: Any = Config
+    *sections, last = dotted.split(".")
+    for part in sections:
+        info = getattr(model, "model_fields", {}).get(part)
+        if info is None:
+            return None
+        model = info.annotation
+    info = getattr(model, "model_fields", {}).get(last)
+    if info is None:
+        return None
+    annotation = info.annotation
+    options = typing.get_args(annotation) if typing.get_origin(annotation) in (typing.Union, types.UnionType) \
+        else (annotation,)
+    options = tuple(o for o in options if o is not type(None))
+    if int in options and bool not in options:
+        return "int"  # also int-or-expression fields such as pca_align.k
+    if float in options:
+        return "float"
+    return "other"
 
 
 def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:

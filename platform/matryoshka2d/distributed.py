@@ -20,6 +20,7 @@ All the maths stays in ``train``/``evaluate``; this module only wires processes 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import shutil
@@ -34,7 +35,7 @@ from ray import tune
 from ray.tune.search.optuna import OptunaSearch
 
 from . import tracking
-from .config import Config, build_config, deep_merge, load_config
+from .config import Config, build_config, deep_merge, load_config, numeric_kind
 from .errors import M2DError
 
 DRIVER_CPU = 0.01  # a Tune trial driver must hold > 0 CPU; the TorchTrainer's workers get the rest
@@ -153,6 +154,11 @@ def _param(where: str, key: str, spec: Any) -> Param:
                                                              for x in arg)):
         raise M2DError(f"{where}: {key}: {kind} needs [low, high] numbers, got {_short(arg)}")
     low, high = arg
+    field = numeric_kind(key)  # None: unknown key, reported by validation with the field's name
+    if kind in ("uniform", "loguniform") and field == "int":
+        raise M2DError(f"{where}: {key}: {kind} samples floats but {key} is an integer field; use int: [low, high]")
+    if field == "other":
+        raise M2DError(f"{where}: {key}: {kind} samples numbers but {key} is not a numeric field; use choice: [...]")
     if kind == "int" and not all(isinstance(x, int) for x in arg):
         raise M2DError(f"{where}: {key}: int needs integer bounds, got {_short(arg)}")
     if not low < high:
@@ -216,6 +222,30 @@ def worker_resources(setup: TrialSetup) -> dict[str, float]:
     return res
 
 
+def trial_bundles(setup: TrialSetup) -> list[dict[str, float]]:
+    """What one trial asks Ray for: the trial itself, plus one bundle per worker with a worker group."""
+    own = {k.upper(): v for k, v in trial_resources(setup).items() if v}
+    return [own] + ([worker_resources(setup)] * setup.workers if setup.backend != "inprocess" else [])
+
+
+def unschedulable(nodes: list[dict[str, float]], bundles: list[dict[str, float]]) -> str | None:
+    """None if the bundles fit on these nodes at once (first fit, largest bundle first), else what is missing,
+    e.g. ``"4 CPU, 0 GPU in bundles of up to 1 CPU; the cluster has 2 CPU, 0 GPU (largest node 2 CPU, 0 GPU)"``."""
+    free = [dict(n) for n in nodes]
+    for bundle in sorted(bundles, key=lambda b: (-b.get("GPU", 0), -b.get("CPU", 0))):
+        node = next((n for n in free if all(n.get(k, 0) + 1e-9 >= v for k, v in bundle.items())), None)
+        if node is None:
+            need = {k: sum(b.get(k, 0) for b in bundles) for k in ("CPU", "GPU")}
+            have = {k: sum(n.get(k, 0) for n in nodes) for k in ("CPU", "GPU")}
+            big = max(nodes, key=lambda n: (n.get("GPU", 0), n.get("CPU", 0)), default={})
+            return (f"a trial needs {need['CPU']:g} CPU, {need['GPU']:g} GPU ({len(bundles)} bundle(s), each on one "
+                    f"node); the cluster has {have['CPU']:g} CPU, {have['GPU']:g} GPU on {len(nodes)} node(s), "
+                    f"the largest {big.get('CPU', 0):g} CPU, {big.get('GPU', 0):g} GPU")
+        for k, v in bundle.items():
+            node[k] = node.get(k, 0) - v
+    return None
+
+
 def max_concurrent(cluster: dict[str, float], workers: int, cpus_per_worker: float, gpus_per_trial: float) -> int:
     """How many trials fit at once: ``ray.cluster_resources()`` CPU (and GPU) over one trial's need, at least 1
     (an autoscaling cluster may report 0 before it scales up)."""
@@ -230,17 +260,28 @@ class Reporter:
     """``Hooks.report``: MLflow from rank 0, then Tune/Train gets flat summary numbers (and the checkpoint).
 
     Every rank calls ``send`` for every report, since Ray Train's report is a barrier across workers.
+
+    Rank 0's MLflow writes survive a tracking server outage: each report's metrics (stamped when reported) and
+    the final artifacts go to an outbox, sent oldest first. While the server is unreachable, a report only adds
+    to it (one warning line; a new attempt at most every 1-30 s, backing off) and training goes on; the final
+    report waits for the server up to ``$M2D_TRACKING_WAIT_S`` (default 300 s), then fails the trial. A batch
+    whose answer was lost is re-sent with its original timestamps, which SQL stores skip as duplicates.
     """
 
     def __init__(self, rank: int, setup: dict, send: Callable[[dict, Path | None], None]):
         self.rank, self.setup, self.send = rank, setup, send
         self.started = time.perf_counter()
         self._mlf = None
+        self._metrics: list = []  # mlflow Metric objects not logged yet, oldest first
+        self._files: list[tuple[Path, str | None]] = []  # final artifacts not uploaded yet
+        self._down_since: float | None = None  # first failure of the current outage
+        self._retry_at, self._delay = 0.0, 1.0
 
     @property
     def mlf(self):
         if self._mlf is None:
             self._mlf = tracking.client(self.setup["tracking_uri"])
+            logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)  # no line per HTTP retry
         return self._mlf
 
     def __call__(self, metrics: dict, checkpoint: Path | None) -> None:
@@ -251,16 +292,68 @@ class Reporter:
                    and not isinstance(v, bool)}
         grid = metrics.get("grid")
         summaries = tracking.grid_summaries(grid) if grid is not None else {}
-        if metrics.get("final"):
+        final = bool(metrics.get("final"))
+        if final:
             scalars["m2d/loop_s"] = time.perf_counter() - self.started
         if self.rank == 0:
             cells = tracking.cell_metrics(grid) if grid is not None else {}
-            tracking.log_metrics(self.mlf, self.setup["run_id"], {**scalars, **cells, **summaries}, step)
-            if metrics.get("final") and grid is not None:
-                out = Path(self.setup["out_dir"])
-                tracking.log_final_artifacts(self.mlf, self.setup["run_id"], out, grid)
+            self._metrics += tracking.metric_entities({**scalars, **cells, **summaries}, step)
+            out = Path(self.setup["out_dir"])
+            if final and grid is not None:
+                self._files += tracking.final_artifacts(out, grid)
+            self.flush(wait=final)
+            if final and grid is not None:
                 (out / "timing.json").write_text(json.dumps({"loop_s": scalars["m2d/loop_s"]}))
-        self.send({"step": step, **scalars, **summaries, "final": bool(metrics.get("final"))}, checkpoint)
+        self.send({"step": step, **scalars, **summaries, "final": final}, checkpoint)
+
+    def flush(self, wait: bool = False) -> bool:
+        """Send the outbox; True when it is empty. ``wait``: try at once, then again until the server answers or
+        :func:`tracking.wait_seconds` have passed (then raise)."""
+        deadline = time.monotonic() + tracking.wait_seconds()
+        if wait:
+            self._retry_at = 0.0
+        while self._metrics or self._files:
+            if time.monotonic() >= self._retry_at:
+                try:
+                    self._send_outbox()
+                    continue
+                except Exception as err:
+                    if not tracking.transient(err):
+                        raise
+                    self._failed(err)
+            if not wait:
+                return False
+            self._retry_at = min(self._retry_at, deadline)  # one last try at the deadline
+            if time.monotonic() >= deadline:
+                raise M2DError(f"tracking server {self.setup['tracking_uri']} unreachable for "
+                               f"{tracking.wait_seconds():g} s (${tracking.WAIT_ENV}): {len(self._metrics)} metric "
+                               f"values and {len(self._files)} artifacts of run {self.setup['run_id']} not logged")
+            time.sleep(max(0.0, min(self._retry_at, deadline) - time.monotonic()))
+        if self._down_since is not None:
+            print(f"tracking: MLflow reachable again after {time.monotonic() - self._down_since:.0f} s; "
+                  f"buffered metrics of run {self.setup['run_id']} sent", flush=True)
+            self._down_since, self._retry_at, self._delay = None, 0.0, 1.0
+        return True
+
+    def _send_outbox(self) -> None:
+        run_id = self.setup["run_id"]
+        while self._metrics:
+            self.mlf.log_batch(run_id, metrics=self._metrics[:1000])  # MLflow's per-request limit
+            del self._metrics[:1000]
+        while self._files:
+            path, folder = self._files[0]
+            self.mlf.log_artifact(run_id, str(path), artifact_path=folder)  # same path again: overwritten
+            del self._files[0]
+
+    def _failed(self, err: Exception) -> None:
+        if self._down_since is None:
+            self._down_since, self._delay = time.monotonic(), 1.0
+            first = self._metrics[0].step if self._metrics else "final"
+            print(f"tracking: warning: MLflow unreachable ({tracking.brief(err)}); run {self.setup['run_id']} keeps "
+                  f"its metrics from step {first} on and re-sends them when it is back", flush=True)
+        else:
+            self._delay = min(self._delay * 2, 30.0)
+        self._retry_at = time.monotonic() + self._delay
 
     def _maybe_fail(self, step: int) -> None:
         """Test hook: once per sweep, the last rank exits hard at its first report after ``fault_at_step``
@@ -278,8 +371,8 @@ class Reporter:
         if checkpoint is not None and self.rank == 0:
             meta = Path(checkpoint) / "meta.json"
             step = json.loads(meta.read_text())["step"] if meta.is_file() else "?"
-            self.mlf.set_tag(self.setup["run_id"], "m2d.resumed_from_step", str(step))
-            self.mlf.set_tag(self.setup["run_id"], "m2d.resumed_from", source)
+            for key, value in (("m2d.resumed_from_step", str(step)), ("m2d.resumed_from", source)):
+                tracking.retry(self.mlf.set_tag, self.setup["run_id"], key, value, what=f"tag {key}")
 
 
 # -- the Tune trainable -----------------------------------------------------------------------------------
@@ -302,12 +395,12 @@ def run_trial(params: dict, setup: TrialSetup) -> None:
     labels = {k: str(v) for k, v in params.items()}
     short = {k: f"{v:.4g}" if isinstance(v, float) else str(v) for k, v in params.items()}
     run_name = f"{trial_id} " + " ".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in short.items())
-    run_id = tracking.child_run(
-        mlf, setup.experiment_id, setup.parent_run_id, trial_id, run_name[:250],
+    run_id = tracking.retry(  # a trial that starts while the server is down waits for it
+        tracking.child_run, mlf, setup.experiment_id, setup.parent_run_id, trial_id, run_name[:250],
         params={**tracking.flat_params(cfg.model_dump(mode="json")), **{f"sweep.{k}": v for k, v in labels.items()},
                 "sweep.backend": setup.backend, "sweep.workers": str(setup.workers)},
         tags={**setup.tags, tracking.SWEEP_TAG: Path(setup.run_dir).name, "m2d.method": cfg.method.name,
-              "m2d.train_seed": str(cfg.train.seed)})
+              "m2d.train_seed": str(cfg.train.seed)}, what=f"trial {trial_id}: MLflow run")
     out_dir = Path(setup.run_dir) / "trials" / trial_id
     out_dir.mkdir(parents=True, exist_ok=True)
     worker_setup = {"tracking_uri": setup.tracking_uri, "run_id": run_id, "out_dir": str(out_dir),
@@ -326,9 +419,10 @@ def run_trial(params: dict, setup: TrialSetup) -> None:
         trial_s = time.perf_counter() - started
         if loop is not None:
             timing.write_text(json.dumps({"loop_s": loop, "trial_s": trial_s}))
-            tracking.log_metrics(mlf, run_id, {"m2d/trial_s": trial_s, "m2d/overhead_s": trial_s - loop}, 0)
+            timings = {"m2d/trial_s": trial_s, "m2d/overhead_s": trial_s - loop}
+            tracking.retry(tracking.log_metrics, mlf, run_id, timings, 0, what=f"trial {trial_id}: timing")
         if status == "FINISHED":  # failures are left to Tune's retry; the driver closes what stays failed
-            mlf.set_terminated(run_id, status=status)
+            tracking.retry(mlf.set_terminated, run_id, status=status, what=f"trial {trial_id}: close run")
 
 
 def _fit_in_process(cfg: Config, setup: TrialSetup, worker_setup: dict) -> None:

@@ -7,7 +7,8 @@ Layers are ``hidden_states`` indices: 0 = embedding output, 1..L = transformer b
 
 from __future__ import annotations
 
-import re
+import ast
+import operator
 from dataclasses import dataclass, field
 from typing import Literal, Union
 
@@ -20,21 +21,62 @@ Expr = Union[int, str]
 TASK_LOSS_NAMES = ("mnrl", "cosent", "angle")
 
 
+MAX_VALUE = 10**6  # no model has a layer or dim beyond this; bigger results are typos (or ``9**9**9``)
+_OPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv}
+
+
 def eval_expr(expr: Expr, L: int, H: int, field_name: str) -> int:
-    """Evaluate ``3``, ``"L-1"``, ``"H/2"``, ``"min(128,H)"``: integers, L, H, + - * /, min/max, parentheses."""
-    if isinstance(expr, int):
-        return expr
-    text = str(expr).strip()
-    if not re.fullmatch(r"(?:[0-9LH+\-*/(), ]|min|max)+", text):
+    """Evaluate ``3``, ``"L-1"``, ``"H/2"``, ``"min(128,H)"``: integers, L, H, + - * /, min/max, parentheses.
+
+    A small tree walker over Python's own parser, never ``eval``: anything else (``**``, names, calls,
+    floats) is an error, and so is any value beyond 10^6 (checked at every node, so nothing can grow).
+    """
+    if isinstance(expr, bool) or not isinstance(expr, (int, str)):
         raise M2DError(f"{field_name}: cannot read {expr!r}; use integers, L (blocks), H (hidden size), + - * /")
-    try:
-        value = eval(text.replace("L", f"({L})").replace("H", f"({H})"),  # noqa: S307 (charset checked above)
-                     {"__builtins__": {}}, {"min": min, "max": max})
-    except Exception:  # a malformed arithmetic string
-        raise M2DError(f"{field_name}: cannot read {expr!r}; use integers, L, H, + - * /") from None
+    if isinstance(expr, int):
+        value: float = expr
+    else:
+        text = str(expr).strip()
+        try:
+            tree = ast.parse(text, mode="eval").body if len(text) <= 200 else None
+        except SyntaxError:
+            tree = None
+        if tree is None:
+            raise M2DError(f"{field_name}: cannot read {expr!r}; use integers, L, H, + - * /, min(), max()")
+        value = _walk(tree, {"L": L, "H": H}, expr, field_name)
     if abs(value - round(value)) > 1e-9:
-        raise M2DError(f"{field_name}: {expr!r} = {value} is not an integer for L={L}, H={H}")
+        raise M2DError(f"{field_name}: {expr!r} = {value:g} is not an integer")
     return int(round(value))
+
+
+def _walk(node: ast.AST, names: dict[str, int], expr: Expr, field_name: str) -> float:
+    def bad(what: str):
+        return M2DError(f"{field_name}: cannot read {expr!r}: {what}; allowed integers, L, H, + - * /, "
+                        "min(), max() and parentheses")
+
+    if isinstance(node, ast.Constant) and type(node.value) is int:
+        value = node.value
+    elif isinstance(node, ast.Name) and node.id in names:
+        value = names[node.id]
+    elif isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.UAdd, ast.USub)):
+        inner = _walk(node.operand, names, expr, field_name)
+        value = -inner if isinstance(node.op, ast.USub) else inner
+    elif isinstance(node, ast.BinOp) and type(node.op) in _OPS:
+        left, right = (_walk(n, names, expr, field_name) for n in (node.left, node.right))
+        if isinstance(node.op, ast.Div) and right == 0:
+            raise M2DError(f"{field_name}: {expr!r} divides by zero")
+        value = _OPS[type(node.op)](left, right)
+    elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in ("min", "max")
+          and node.args and not node.keywords):
+        args = [_walk(a, names, expr, field_name) for a in node.args]
+        value = min(args) if node.func.id == "min" else max(args)
+    elif isinstance(node, ast.BinOp) and isinstance(node.op, ast.Pow):
+        raise bad("'**' is not supported")
+    else:
+        raise bad(f"unexpected {ast.unparse(node)!r}")
+    if abs(value) > MAX_VALUE:
+        raise M2DError(f"{field_name}: {expr!r} exceeds {MAX_VALUE:,} (no layer or dim is that large)")
+    return value
 
 
 def split_top(text: str) -> list[str]:
@@ -92,7 +134,7 @@ def resolve_dims(spec: Expr | list[Expr], H: int, field_name: str) -> list[int]:
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)  # NaN is never a setting
 
 
 class KLConfig(_Strict):

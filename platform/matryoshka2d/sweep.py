@@ -9,7 +9,6 @@ traceback after the cluster came up. The sweep's parent run id and its original 
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import math
 import os
@@ -19,8 +18,9 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from . import tracking
-from .config import Config, deep_merge, load_config, parse_overrides
-from .errors import M2DError
+from .cluster import will_start_local
+from .config import deep_merge, load_config, parse_overrides
+from .errors import M2DError, OneLineParser
 
 STATE_FILE = "m2d_sweep.json"
 DEFAULT_OBJECTIVE = "stsb/spearman/grid_mean:max"
@@ -42,7 +42,7 @@ class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescription
 
 
 def build_parser(prog: str, description: str, preset: str, experiment: str, space: Path) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=prog, description=description, formatter_class=_Formatter)
+    p = OneLineParser(prog=prog, description=description, formatter_class=_Formatter)
     p.add_argument("--address", default=None,
                    help="Ray cluster address (default: $RAY_ADDRESS when set, e.g. under `ray job submit`, "
                         "else a local Ray started here)")
@@ -77,6 +77,9 @@ def build_parser(prog: str, description: str, preset: str, experiment: str, spac
     p.add_argument("--max-concurrent", type=int, default=None,
                    help="parallel trials (default: cluster CPUs/GPUs over one trial's need)")
     p.add_argument("--max-failures", type=int, default=2, help="retries of a failed trial / worker group")
+    p.add_argument("--schedule-timeout", type=float, default=600,
+                   help="on a cluster given by --address: seconds to wait for one trial's resources to appear "
+                        "(autoscaling) before failing; a local cluster refuses a trial that cannot fit at once")
     p.add_argument("--fault-at-step", type=int, default=0, help=argparse.SUPPRESS)  # test hook
     return p
 
@@ -134,7 +137,7 @@ class Sweep:
             run_dir = Path(self.args.resume).expanduser().resolve()
             if not (run_dir / STATE_FILE).is_file():
                 raise M2DError(f"--resume: {run_dir} is not a sweep run dir (no {STATE_FILE})")
-        state = json.loads((run_dir / STATE_FILE).read_text())
+        state = read_state(run_dir / STATE_FILE)
         saved = self.parser.parse_args(state["argv"])
         for keep in ("address", "tracking_uri", "fault_at_step"):  # this call's environment
             if getattr(self.args, keep) not in (None, 0):
@@ -153,8 +156,8 @@ class Sweep:
         return deep_merge(base, parse_overrides(a.sets))
 
     def _check(self):
-        from .data.registry import data_dir
         from .distributed import choose_backend, load_space
+        from .preflight import check_run
 
         a = self.args
         for flag, value, low in (("--num-samples", a.num_samples, 1), ("--workers-per-trial", a.workers_per_trial, 1),
@@ -163,6 +166,8 @@ class Sweep:
                 raise M2DError(f"{flag}: must be >= {low}, got {value}")
         if a.gpus_per_trial < 0 or a.cpus_per_worker <= 0:
             raise M2DError("--gpus-per-trial must be >= 0 and --cpus-per-worker > 0")
+        if not 0 < a.schedule_timeout < math.inf:
+            raise M2DError(f"--schedule-timeout: must be a positive number of seconds, got {a.schedule_timeout:g}")
         objectives = parse_objectives(a.objective)
         base = self._base()
         cfg = load_config(a.preset, base)
@@ -170,29 +175,48 @@ class Sweep:
             if name.split("/")[0] not in cfg.eval.datasets:
                 raise M2DError(f"--objective: {name} needs {name.split('/')[0]} in eval.datasets "
                                f"(now {', '.join(cfg.eval.datasets)})")
-        data_dir(cfg.data.data_dir)
-        check_for_model(cfg)
-        space = load_space(a.space, validate=lambda over: check_for_model(load_config(a.preset, deep_merge(base, over))))
+        check_run(cfg)
+        space = load_space(a.space, validate=lambda over: check_run(load_config(a.preset, deep_merge(base, over))))
         backend = choose_backend(a.workers_per_trial, a.backend)
         return objectives, base, cfg, space, backend
 
     # -- the run ----------------------------------------------------------------------------------------
     def run(self) -> int:
+        from .distributed import TrialSetup, trial_bundles
+
         resumed = self._resume_state()
         a = self.args
         uri = tracking.resolve_tracking_uri(a.tracking_uri)
         tracking.check_tracking(uri)  # first: a dead server is reported within seconds
+        tracking.check_storage(self.storage)
         objectives, base, cfg, space, backend = self._check()
-        mlf = tracking.client(uri)
+        setup = TrialSetup(preset=str(a.preset), base=base, space=space, tracking_uri=uri, experiment_id="",
+                           parent_run_id="", run_dir="", workers=a.workers_per_trial, cpus_per_worker=a.cpus_per_worker,
+                           gpus_per_trial=a.gpus_per_trial, backend=backend, max_failures=a.max_failures,
+                           fault_at_step=a.fault_at_step)
+        local = will_start_local(a.address)
+        if local:  # a cluster of this machine's size: a trial that cannot fit is refused before Ray starts
+            _refuse_unschedulable([local_resources()], trial_bundles(setup), "this machine")
+        init_ray(a.address)
+        try:
+            if not local:
+                wait_for_resources(trial_bundles(setup), a.schedule_timeout)
+            return self._tune(uri, setup, resumed, objectives, cfg)
+        finally:
+            import ray
+
+            ray.shutdown()  # stops the local cluster, or leaves the joined one
+
+    def _open_runs(self, mlf, uri: str, resumed, objectives, cfg, setup, num_samples: int):
+        """The sweep's parent run (new, or the resumed one set RUNNING again) and its run dir."""
+        a = self.args
         experiment_id = tracking.ensure_experiment(mlf, self.experiment if not resumed else resumed[1]["experiment"],
                                                    uri)
-        num_samples = a.num_samples or (SMOKE_SAMPLES if a.smoke else 16)
         tags = {"m2d.sampler_seed": str(a.seed), "m2d.method": cfg.method.name, "m2d.preset": str(a.preset),
                 **tracking.data_checksums(cfg)}
         commit = tracking.git_commit()
         if commit:
             tags["mlflow.source.git.commit"] = commit
-
         if resumed:
             run_dir, state = resumed
             parent = state["parent_run_id"]
@@ -204,64 +228,66 @@ class Sweep:
             params = {"sweep.script": self.sweep, "sweep.preset": str(a.preset), "sweep.space": Path(a.space).name,
                       "sweep.num_samples": str(num_samples), "sweep.objectives": json.dumps(objectives),
                       "sweep.sampler_seed": str(a.seed), "sweep.scheduler": a.scheduler,
-                      "sweep.workers_per_trial": str(a.workers_per_trial), "sweep.backend": backend,
+                      "sweep.workers_per_trial": str(a.workers_per_trial), "sweep.backend": setup.backend,
                       "sweep.gpus_per_trial": str(a.gpus_per_trial), "sweep.smoke": str(a.smoke),
-                      **tracking.flat_params(base, prefix="base.")}
+                      **tracking.flat_params(setup.base, prefix="base.")}
             parent = tracking.start_parent(mlf, experiment_id, run_dir.name, params,
                                            {**tags, tracking.SWEEP_TAG: run_dir.name})
             run_dir.mkdir(parents=True, exist_ok=True)
-            (run_dir / STATE_FILE).write_text(json.dumps({
+            write_state(run_dir / STATE_FILE, {
                 "parent_run_id": parent, "experiment": self.experiment, "experiment_id": experiment_id,
-                "tracking_uri": uri, "argv": [x for x in self.argv if not x.startswith("--resume")]}, indent=2))
+                "tracking_uri": uri, "argv": [x for x in self.argv if not x.startswith("--resume")]})
             print(f"sweep: {run_dir.name}: {num_samples} trials, MLflow {uri} experiment {self.experiment} "
                   f"parent run {parent}")
-        return self._tune(mlf, uri, experiment_id, parent, run_dir, base, space, backend, objectives, cfg,
-                          num_samples, tags, bool(resumed))
+        setup.experiment_id, setup.parent_run_id, setup.run_dir, setup.tags = experiment_id, parent, str(run_dir), tags
+        return parent, run_dir
 
-    def _tune(self, mlf, uri, experiment_id, parent, run_dir: Path, base, space, backend, objectives, cfg,
-              num_samples, tags, resumed: bool) -> int:
+    def _tune(self, uri: str, setup, resumed, objectives, cfg) -> int:
         import ray
+        from ray import tune
 
-        from .distributed import TrialSetup, build_tuner, max_concurrent, restore_tuner
+        from .distributed import build_tuner, max_concurrent, restore_tuner
 
         a = self.args
-        setup = TrialSetup(preset=str(a.preset), base=base, space=space, tracking_uri=uri,
-                           experiment_id=experiment_id, parent_run_id=parent, run_dir=str(run_dir),
-                           workers=a.workers_per_trial, cpus_per_worker=a.cpus_per_worker,
-                           gpus_per_trial=a.gpus_per_trial, backend=backend, max_failures=a.max_failures,
-                           tags=tags, fault_at_step=a.fault_at_step)
-        init_ray(a.address)
-        status, code = "FAILED", 1
-        try:
+        num_samples = a.num_samples or (SMOKE_SAMPLES if a.smoke else 16)
+        if resumed and not tune.Tuner.can_restore(str(resumed[0])):
+            raise M2DError(f"--resume: {resumed[0]} has no Tune state yet (killed before its first save); "
+                           "start a new sweep")
+        mlf = tracking.client(uri)
+        parent, status, code = None, "FAILED", 1
+        try:  # from the parent's creation on, every way out closes it (and any trial run left RUNNING)
+            parent, run_dir = self._open_runs(mlf, uri, resumed, objectives, cfg, setup, num_samples)
             concurrency = a.max_concurrent or max_concurrent(ray.cluster_resources(), a.workers_per_trial,
                                                              a.cpus_per_worker, a.gpus_per_trial)
             if resumed:
-                from ray import tune
-
-                if not tune.Tuner.can_restore(str(run_dir)):
-                    raise M2DError(f"--resume: {run_dir} has no Tune state yet (killed before its first save); "
-                                   "start a new sweep")
                 tuner = restore_tuner(str(run_dir), setup)
             else:
                 tuner = build_tuner(setup, objectives, num_samples, a.seed, a.scheduler, concurrency,
                                     str(self.storage), run_dir.name, cfg.train.max_steps, cfg.eval.every_steps)
-            print(f"sweep: backend {backend}, {a.workers_per_trial} worker(s) per trial, "
+            print(f"sweep: backend {setup.backend}, {a.workers_per_trial} worker(s) per trial, "
                   f"{concurrency} trial(s) at a time")
             fit_started = time.perf_counter()
             results = tuner.fit()
-            tracking.log_metrics(mlf, parent, {"m2d/fit_s": time.perf_counter() - fit_started}, 0)
-            code = self._finish(mlf, experiment_id, parent, results, objectives)
+            # the server may be down right now (a restart): wait for it, bounded, rather than lose the summary
+            tracking.retry(tracking.log_metrics, mlf, parent, {"m2d/fit_s": time.perf_counter() - fit_started}, 0,
+                           what="sweep summary")
+            code = tracking.retry(self._finish, mlf, setup.experiment_id, parent, results, objectives,
+                                  what="reconciling the MLflow runs")
             status = "FINISHED" if code == 0 else "FAILED"
             return code
         except KeyboardInterrupt:
             status = "KILLED"
             raise
         finally:
-            try:  # trials this driver could not close (crash, Ctrl-C) must not stay RUNNING
-                tracking.close_stale(mlf, experiment_id, parent, status="KILLED" if status == "KILLED" else "FAILED")
-                mlf.set_terminated(parent, status=status)
-            finally:
-                ray.shutdown()
+            if parent is not None:
+                try:  # trials this driver could not close (crash, Ctrl-C) must not stay RUNNING
+                    end = "KILLED" if status == "KILLED" else "FAILED"
+                    tracking.retry(tracking.close_stale, mlf, setup.experiment_id, parent, status=end,
+                                   what="closing the trial runs", wait_s=60)
+                    tracking.retry(mlf.set_terminated, parent, status=status, what="closing the sweep run", wait_s=60)
+                except Exception as err:  # the server is gone: say so, keep the real error
+                    print(f"sweep: warning: could not close MLflow run {parent} ({type(err).__name__}); "
+                          "`--resume` closes it", file=sys.stderr)
 
     def _finish(self, mlf, experiment_id: str, parent: str, results, objectives) -> int:
         """Reconcile MLflow with Tune's final view, log the best trial(s) on the parent, print a table."""
@@ -296,32 +322,6 @@ class Sweep:
         return 1 if any(status == "ERROR" for _, status, _, _ in rows) else 0
 
 
-@functools.lru_cache(maxsize=8)
-def model_shape(name: str) -> tuple[int, int]:
-    """(blocks L, hidden size H) from the model's config.json, without loading weights."""
-    from transformers import AutoConfig
-
-    from .encoder import resolve_model_path
-
-    path = resolve_model_path(name)
-    try:
-        conf = AutoConfig.from_pretrained(path)
-    except (OSError, ValueError) as err:
-        raise M2DError(f"model: cannot read the config of {name!r} ({str(err).strip().splitlines()[0]})") from None
-    return int(conf.num_hidden_layers), int(conf.hidden_size)
-
-
-def check_for_model(cfg: Config) -> Config:
-    """What the trainer would reject at step 0 (layers/dims out of range, list lengths), caught on the driver."""
-    from .cells import parse_dims, parse_layers
-
-    L, H = model_shape(cfg.model.name)
-    cfg.method.resolve(L, H)
-    parse_layers(cfg.eval.layers, L, "eval.layers")
-    parse_dims(cfg.eval.dims, H, "eval.dims")
-    return cfg
-
-
 def _trial_id(result) -> str:
     """Tune's trial id: from the metrics, or from the trial dir name if the trial never reported."""
     import re
@@ -345,14 +345,84 @@ def _best(rows: list, objectives: list[tuple[str, str]]) -> list[str]:
     return [t for t, v in scored if not any(dominated(v, w) for _, w in scored)]
 
 
-def init_ray(address: str | None) -> None:
-    """``--address`` or ``$RAY_ADDRESS`` (set by ``ray job submit``): join that cluster; else start a local Ray."""
-    import ray
+def init_ray(address: str | None) -> bool:
+    """``--address`` or ``$RAY_ADDRESS`` (set by ``ray job submit``): join that cluster; else start a local Ray
+    that listens on loopback only (:mod:`matryoshka2d.cluster`). True when a local Ray was started."""
+    from .cluster import start_or_join
 
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "1")
     # Loss-only reports (between evaluations) carry no objective; ASHA skips them, Tune must not reject them.
     os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
-    if address or os.environ.get("RAY_ADDRESS"):
-        ray.init(address=address or "auto")
-    else:
-        ray.init()
+    return start_or_join(address)
+
+
+def read_state(path: Path) -> dict:
+    try:
+        state = json.loads(path.read_text())
+        if not isinstance(state, dict) or not {"parent_run_id", "experiment", "argv"} <= set(state):
+            raise ValueError("missing keys")
+    except (OSError, ValueError) as err:
+        raise M2DError(f"--resume: {path} is unreadable ({err}); start a new sweep (the MLflow runs stay)") from None
+    return state
+
+
+def write_state(path: Path, state: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(state, indent=2))
+    os.replace(tmp, path)  # atomic: a killed driver never leaves half a state file
+
+
+def local_resources() -> dict[str, float]:
+    """What ``ray.init()`` gives a local cluster: every CPU of this machine, its CUDA GPUs."""
+    import torch
+
+    return {"CPU": float(os.cpu_count() or 1), "GPU": float(torch.cuda.device_count())}
+
+
+def _refuse_unschedulable(nodes: list[dict], bundles: list[dict], where: str) -> None:
+    from .distributed import unschedulable
+
+    problem = unschedulable(nodes, bundles)
+    if problem:
+        raise M2DError(f"--workers-per-trial/--cpus-per-worker/--gpus-per-trial: {problem} ({where}); lower them "
+                       "or join a bigger cluster with --address")
+
+
+def wait_for_resources(bundles: list[dict], timeout: float) -> None:
+    """On a cluster this driver joined, which may autoscale: ask the autoscaler for one trial's resources and wait
+    up to ``timeout`` s for them to appear (a fixed cluster never grows: the wait ends in one line). The request
+    is withdrawn once a trial holds resources, so the autoscaler follows the trials' own demand from then on."""
+    import threading
+
+    import ray
+    from ray.autoscaler.sdk import request_resources
+
+    from .distributed import unschedulable
+
+    def alive_nodes() -> list[dict]:
+        return [dict(n["Resources"]) for n in ray.nodes() if n.get("Alive")]
+
+    problem = unschedulable(alive_nodes(), bundles)
+    if problem is None:
+        return
+    print(f"sweep: waiting up to {timeout:g} s (--schedule-timeout) for the cluster to grow: {problem}", flush=True)
+    request_resources(bundles=bundles)
+    deadline = time.monotonic() + timeout
+    while (problem := unschedulable(alive_nodes(), bundles)) and time.monotonic() < deadline:
+        time.sleep(min(2.0, max(0.1, deadline - time.monotonic())))
+    if problem:
+        request_resources(bundles=[])
+        raise M2DError(f"--schedule-timeout: after {timeout:g} s, {problem}; lower --workers-per-trial/"
+                       "--cpus-per-worker/--gpus-per-trial or let the cluster grow")
+
+    def release() -> None:  # daemon: ends with the driver at the latest
+        end = time.monotonic() + timeout
+        while time.monotonic() < end and ray.is_initialized():
+            total, free = ray.cluster_resources(), ray.available_resources()
+            if any(free.get(k, 0) < total.get(k, 0) - 1e-6 for k in ("CPU", "GPU")):
+                break
+            time.sleep(1.0)
+        if ray.is_initialized():
+            request_resources(bundles=[])
+
+    threading.Thread(target=release, daemon=True, name="m2d-release-request").start()

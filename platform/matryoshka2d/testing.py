@@ -35,3 +35,44 @@ def make_tiny_bert(path: str | Path, num_layers: int = 4, hidden_size: int = 32,
         "pooling_mode_mean_tokens": pooling == "mean",
     }))
     return path
+
+
+def session_processes(sid: int) -> list:
+    """psutil processes of process session ``sid`` (a sweep started with ``start_new_session`` and its Ray)."""
+    import os
+
+    import psutil
+
+    found = []
+    for proc in psutil.process_iter():
+        try:
+            if os.getsid(proc.pid) == sid:
+                found.append(proc)
+        except (OSError, psutil.Error):
+            continue
+    return found
+
+
+def listening_sockets(processes) -> list[tuple[int, str, str, int]]:
+    """(pid, process name, ip, port) of every listening TCP socket of ``processes`` (psutil processes or pids)."""
+    import psutil
+
+    out = []
+    for proc in processes:
+        try:
+            proc = proc if isinstance(proc, psutil.Process) else psutil.Process(proc)
+            for conn in proc.net_connections(kind="inet"):
+                if conn.status == psutil.CONN_LISTEN:
+                    out.append((proc.pid, proc.name(), conn.laddr.ip, conn.laddr.port))
+        except psutil.Error:
+            continue
+    return out
+
+
+def is_loopback(ip: str) -> bool:
+    """127.0.0.0/8, ::1, or an IPv4-mapped loopback (``::ffff:127.0.0.1``, how gRPC's dual-stack sockets show)."""
+    import ipaddress
+
+    addr = ipaddress.ip_address(ip.split("%")[0])
+    mapped = getattr(addr, "ipv4_mapped", None)
+    return addr.is_loopback or bool(mapped and mapped.is_loopback)

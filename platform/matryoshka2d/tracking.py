@@ -67,12 +67,29 @@ def artifact_root(uri: str) -> str | None:
 
 
 def check_tracking(uri: str, timeout: float = 5.0) -> None:
-    """Fail fast, in one line, before any training: a dead server or an unwritable DB folder."""
+    """Fail fast, in one line, before any run exists: a dead server, a server that is not MLflow, an unwritable
+    DB folder, a file that is not a SQLite database."""
     if uri.startswith(("http://", "https://")):
-        import requests
-
+        _check_server(uri, timeout)
+    elif uri.startswith("sqlite:///"):
+        path = Path(uri.removeprefix("sqlite:///"))
+        folder = path.parent
         try:
-            response = requests.get(f"{uri}/health", timeout=timeout)
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise M2DError(f"tracking uri: cannot create {folder} ({err.strerror})") from None
+        if not os.access(folder, os.W_OK):
+            raise M2DError(f"tracking uri: {folder} is not writable")
+        if path.exists():
+            _check_sqlite(path)
+
+
+def _check_server(uri: str, timeout: float) -> None:
+    import requests
+
+    def get(route: str):
+        try:
+            return requests.get(f"{uri}{route}", timeout=timeout)
         except requests.RequestException as err:
             reason = type(err).__name__
             if isinstance(err, requests.ConnectionError):
@@ -80,16 +97,44 @@ def check_tracking(uri: str, timeout: float = 5.0) -> None:
             elif isinstance(err, requests.Timeout):
                 reason = f"no answer within {timeout:g} s"
             raise M2DError(f"tracking server {uri} unreachable ({reason})") from None
-        if response.status_code != 200:
-            raise M2DError(f"tracking server {uri} unreachable (GET /health answered HTTP {response.status_code})")
-    elif uri.startswith("sqlite:///"):
-        folder = Path(uri.removeprefix("sqlite:///")).parent
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-        except OSError as err:
-            raise M2DError(f"tracking uri: cannot create {folder} ({err.strerror})") from None
-        if not os.access(folder, os.W_OK):
-            raise M2DError(f"tracking uri: {folder} is not writable")
+
+    response = get("/health")
+    if response.status_code != 200:
+        raise M2DError(f"tracking server {uri} unreachable (GET /health answered HTTP {response.status_code})")
+    # /health alone proves little (any web server has one): ask the REST API for an experiment
+    route = "/api/2.0/mlflow/experiments/get-by-name?experiment_name=Default"
+    response = get(route)
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if not isinstance(body, dict) or not (response.status_code == 200 or body.get("error_code")):
+        raise M2DError(f"tracking server {uri} answers /health but not the MLflow API "
+                       f"(GET {route.split('?')[0]} answered HTTP {response.status_code}"
+                       f"{'' if body is not None else ', not JSON'})")
+    if response.status_code >= 500 or body.get("error_code") in ("INTERNAL_ERROR", "TEMPORARILY_UNAVAILABLE"):
+        raise M2DError(f"tracking server {uri} is not usable (MLflow API: {body.get('message', '')[:120]})")
+
+
+def _check_sqlite(path: Path) -> None:
+    import sqlite3
+
+    try:
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as con:
+            con.execute("PRAGMA schema_version").fetchone()
+    except sqlite3.DatabaseError as err:
+        raise M2DError(f"tracking uri: {path} is not a SQLite database ({err})") from None
+
+
+def check_storage(path: Path, flag: str = "--storage-path") -> None:
+    """``path`` can be created (or is a writable folder), checked without creating anything."""
+    probe = Path(path)
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir():
+        raise M2DError(f"{flag}: {path} cannot be created: {probe} is a file, not a folder")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise M2DError(f"{flag}: {probe} is not writable")
 
 
 def client(uri: str) -> "MlflowClient":
@@ -143,14 +188,10 @@ def git_commit(root: Path | None = None) -> str | None:
 
 def data_checksums(cfg: "Config") -> dict[str, str]:
     """``{"m2d.data.<file>": sha256[:16]}`` for the training and evaluation files this config reads."""
-    from .data.registry import file_checksums
+    from .data.registry import file_checksums, train_source
 
-    task, name = cfg.method.task_loss, cfg.data.train
-    if task == "mnrl":
-        reads = [(name, "train" if name == "scifact" else cfg.data.train_split)]
-    else:
-        reads = [("stsb" if name == "snli" else name, "train")]
-    reads += [(ds, cfg.eval.split) for ds in cfg.eval.datasets]
+    _, name, split = train_source(cfg.method.task_loss, cfg.data.train, cfg.data.train_split)
+    reads = [(name, split)] + [(ds, cfg.eval.split) for ds in cfg.eval.datasets]
     tags: dict[str, str] = {}
     for ds, split in reads:
         try:
@@ -181,6 +222,7 @@ def child_run(mlf: "MlflowClient", experiment_id: str, parent_id: str, trial_id:
     found = find_child(mlf, experiment_id, parent_id, trial_id)
     if found is not None:
         run_id = found.info.run_id
+        log_params(mlf, run_id, params)  # again: a server lost between create and params left none (same values)
         mlf.update_run(run_id, status="RUNNING")
         mlf.set_tag(run_id, "m2d.restarts", str(int(found.data.tags.get("m2d.restarts", "0")) + 1))
         return run_id
@@ -257,17 +299,95 @@ def cell_metrics(grid: "GridResult") -> dict[str, float]:
     return {cell_key(r.dataset, r.metric, r.layer, r.dim): r.value for r in grid.rows}
 
 
-def log_final_artifacts(mlf: "MlflowClient", run_id: str, out_dir: Path, grid: "GridResult") -> list[Path]:
-    """grid.csv, config.yaml and one heatmap PNG per dataset x metric (written next to them in ``out_dir``)."""
+def final_artifacts(out_dir: Path, grid: "GridResult") -> list[tuple[Path, str | None]]:
+    """(file, artifact folder) of grid.csv, config.yaml and one heatmap PNG per dataset x metric (the heatmaps
+    are written here, into ``out_dir/heatmaps``)."""
     from .plots import heatmap, heatmap_name
 
     out_dir = Path(out_dir)
-    files = [p for p in (out_dir / "grid.csv", out_dir / "config.yaml") if p.is_file()]
+    files: list[tuple[Path, str | None]] = [(p, None) for p in (out_dir / "grid.csv", out_dir / "config.yaml")
+                                            if p.is_file()]
     plots = out_dir / "heatmaps"
     plots.mkdir(exist_ok=True)
     for ds in grid.datasets():
         for metric in grid.metrics(ds):
-            files.append(heatmap(grid, ds, metric, plots / heatmap_name(ds, metric)))
-    for path in files:
-        mlf.log_artifact(run_id, str(path), artifact_path="heatmaps" if path.parent == plots else None)
+            files.append((heatmap(grid, ds, metric, plots / heatmap_name(ds, metric)), "heatmaps"))
     return files
+
+
+def log_final_artifacts(mlf: "MlflowClient", run_id: str, out_dir: Path, grid: "GridResult") -> list[Path]:
+    """Uploads :func:`final_artifacts`."""
+    files = final_artifacts(out_dir, grid)
+    for path, folder in files:
+        mlf.log_artifact(run_id, str(path), artifact_path=folder)
+    return [path for path, _ in files]
+
+
+# -- an unreachable tracking server -----------------------------------------------------------------------
+WAIT_ENV = "M2D_TRACKING_WAIT_S"
+
+
+def wait_seconds() -> float:
+    """How long a trial waits for an unreachable tracking server where it cannot go on without it (its run at
+    the start, its last metrics and artifacts at the end): ``$M2D_TRACKING_WAIT_S``, default 300."""
+    return float(os.environ.get(WAIT_ENV) or 300)
+
+
+def transient(err: BaseException) -> bool:
+    """Errors a later retry can cure (no connection, timeouts, HTTP 5xx), not rejected requests (HTTP 4xx)."""
+    import requests
+    from mlflow.exceptions import MlflowException
+
+    if isinstance(err, MlflowException):  # "API request ... failed with exception ..." is INTERNAL_ERROR = 500
+        return err.get_http_status_code() >= 500
+    if isinstance(err, requests.HTTPError) and err.response is not None:
+        return err.response.status_code >= 500
+    return isinstance(err, (requests.RequestException, ConnectionError, TimeoutError))
+
+
+def brief(err: BaseException) -> str:
+    """One short reason for a tracking error: MLflow's messages nest urllib3's whole retry story."""
+    text = str(err)
+    for needle, reason in (("Connection refused", "connection refused"), ("timed out", "timed out"),
+                           ("RemoteDisconnected", "connection closed by the server"),
+                           ("Connection reset", "connection reset")):
+        if needle in text:
+            return reason
+    return (text.splitlines() or [type(err).__name__])[0][:160]
+
+
+def retry(fn, *args, what: str, wait_s: float | None = None, **kwargs):
+    """``fn(*args, **kwargs)``, called again (backoff 1 s doubling to 30 s) while it fails with a :func:`transient`
+    error, for up to ``wait_s`` (default :func:`wait_seconds`). One line when it first fails, one when it works."""
+    import time
+
+    wait = wait_seconds() if wait_s is None else wait_s
+    deadline, delay, since = time.monotonic() + wait, 1.0, None
+    while True:
+        try:
+            out = fn(*args, **kwargs)
+        except Exception as err:
+            if not transient(err) or time.monotonic() >= deadline:
+                raise
+            if since is None:
+                since = time.monotonic()
+                print(f"tracking: warning: {what}: server unreachable ({brief(err)}); retrying for up to {wait:g} s",
+                      flush=True)
+            time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
+            delay = min(delay * 2, 30.0)
+            continue
+        if since is not None:
+            print(f"tracking: {what}: server reachable again after {time.monotonic() - since:.0f} s", flush=True)
+        return out
+
+
+def metric_entities(metrics: dict[str, float], step: int) -> list:
+    """MLflow ``Metric`` objects stamped now. Sending the same objects again is harmless on SQL stores (an exact
+    key/step/timestamp/value duplicate is skipped), so a batch whose answer was lost can be re-sent."""
+    import time
+
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    return [Metric(k, float(v), now, int(step)) for k, v in metrics.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool)]

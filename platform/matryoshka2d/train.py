@@ -11,6 +11,7 @@ import json
 import math
 import random
 import shutil
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,19 +41,14 @@ class TrainData:
 
 
 def load_train_data(cfg: Config) -> TrainData:
-    from . import data as d
+    from .data import load_train_source
+    from .data.types import Triplets
 
-    task, name = cfg.method.task_loss, cfg.data.train
-    if task == "mnrl":
-        if name == "scifact":
-            t = d.load_retrieval_train(name, data_dir=cfg.data.data_dir)
-        else:
-            t = d.load_triplets(name, split=cfg.data.train_split, data_dir=cfg.data.data_dir)
-        columns = [t.anchors, t.positives] + ([t.negatives] if t.negatives else [])
-        out = TrainData(columns)
+    loaded = load_train_source(cfg.method.task_loss, cfg.data.train, cfg.data.train_split, cfg.data.data_dir)
+    if isinstance(loaded, Triplets):
+        out = TrainData([loaded.anchors, loaded.positives] + ([loaded.negatives] if loaded.negatives else []))
     else:
-        pairs = d.load_scored_pairs("stsb" if name == "snli" else name, split="train", data_dir=cfg.data.data_dir)
-        out = TrainData([pairs.sentences1, pairs.sentences2], list(pairs.scores))
+        out = TrainData([loaded.sentences1, loaded.sentences2], list(loaded.scores))
     if cfg.data.max_train_examples:
         n = cfg.data.max_train_examples
         out = TrainData([c[:n] for c in out.columns], out.labels[:n] if out.labels else None)
@@ -108,7 +104,8 @@ def build_optimizer(model: torch.nn.Module, cfg: Config) -> tuple[torch.optim.Op
 
 
 # -- checkpoints ------------------------------------------------------------------------------------------
-def save_checkpoint(path: Path, step: int, encoder: Encoder, opt, sched, loss: Matryoshka2DLoss) -> Path:
+def save_checkpoint(path: Path, step: int, encoder: Encoder, opt, sched, loss: Matryoshka2DLoss,
+                    history: list[dict] | None = None) -> Path:
     tmp = path.with_name(path.name + ".tmp")
     tmp.mkdir(parents=True, exist_ok=True)
     model = getattr(encoder.model, "module", encoder.model)
@@ -121,6 +118,7 @@ def save_checkpoint(path: Path, step: int, encoder: Encoder, opt, sched, loss: M
                 "loss": loss.rng.getstate(),
                 "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
     }, tmp / "state.pt")
+    (tmp / "history.json").write_text(json.dumps(history or []))  # a resumed run keeps the steps before it
     (tmp / "meta.json").write_text(json.dumps({"step": step}))
     if path.exists():
         shutil.rmtree(path)
@@ -128,8 +126,15 @@ def save_checkpoint(path: Path, step: int, encoder: Encoder, opt, sched, loss: M
     return path
 
 
-def load_checkpoint(path: Path, encoder: Encoder, opt, sched, loss: Matryoshka2DLoss) -> int:
-    state = torch.load(path / "state.pt", map_location="cpu", weights_only=False)
+def read_checkpoint(path: Path) -> dict:
+    """The checkpoint's state, whole, or an exception (truncated file, bad pickle, missing parts)."""
+    state = torch.load(Path(path) / "state.pt", map_location="cpu", weights_only=False)
+    if not isinstance(state, dict) or not {"step", "model", "optimizer", "scheduler", "rng"} <= set(state):
+        raise ValueError("incomplete state")
+    return state
+
+
+def apply_checkpoint(state: dict, encoder: Encoder, opt, sched, loss: Matryoshka2DLoss) -> int:
     getattr(encoder.model, "module", encoder.model).load_state_dict(state["model"])
     opt.load_state_dict(state["optimizer"])
     sched.load_state_dict(state["scheduler"])
@@ -143,10 +148,86 @@ def load_checkpoint(path: Path, encoder: Encoder, opt, sched, loss: Matryoshka2D
     return int(state["step"])
 
 
+def load_checkpoint(path: Path, encoder: Encoder, opt, sched, loss: Matryoshka2DLoss) -> int:
+    return apply_checkpoint(read_checkpoint(path), encoder, opt, sched, loss)
+
+
+def checkpoints(folder: Path) -> list[Path]:
+    """``step-N`` folders with a state file, newest first."""
+    found = [p for p in Path(folder).glob("step-*") if (p / "state.pt").is_file() and p.name[5:].isdigit()]
+    return sorted(found, key=lambda p: int(p.name[5:]), reverse=True)
+
+
 def latest_checkpoint(folder: Path) -> Path | None:
-    found = sorted((p for p in folder.glob("step-*") if (p / "state.pt").is_file()),
-                   key=lambda p: int(p.name.split("-")[1]))
-    return found[-1] if found else None
+    found = checkpoints(folder)
+    return found[0] if found else None
+
+
+def resume_from(candidates: list[Path], encoder: Encoder, opt, sched, loss: Matryoshka2DLoss
+                ) -> tuple[int, Path | None]:
+    """Load the first readable checkpoint of ``candidates`` (newest first); an unreadable one is skipped with a
+    one-line warning, and none readable among several is an error. (0, None): start from scratch."""
+    skipped: list[str] = []
+    for path in candidates:
+        try:
+            state = read_checkpoint(path)
+        except Exception as err:  # noqa: BLE001 - any unreadable file: fall back to the previous checkpoint
+            text = str(err).strip()
+            skipped.append(f"{Path(path).name} ({text.splitlines()[0][:100] if text else type(err).__name__})")
+            continue
+        for name in skipped:
+            print(f"train: warning: checkpoint {name} is unreadable; resuming from {Path(path).name}",
+                  file=sys.stderr, flush=True)
+        return apply_checkpoint(state, encoder, opt, sched, loss), Path(path)
+    if candidates:
+        raise M2DError(f"checkpoints: none of the {len(candidates)} checkpoint(s) under {Path(candidates[0]).parent} "
+                       f"is readable (newest: {skipped[0]}); start over with --restart (the old run is moved aside) "
+                       "or a new --out")
+    return 0, None
+
+
+def check_resume(out: Path, cfg: Config, candidates: list[Path]) -> None:
+    """A run dir with checkpoints resumes only the same training: the saved config must agree with ``cfg`` in every
+    field that can change the weights (``config.RESUME_SAFE`` lists the others), checked before anything is
+    loaded or written."""
+    from .config import resume_conflicts
+
+    saved_file = out / "config.yaml"
+    if not candidates:
+        return
+    how = "use a new --out, or --restart to move the old run aside"
+    if not saved_file.is_file():
+        raise M2DError(f"{out}: has checkpoints but no config.yaml to check them against; {how}")
+    try:
+        saved = yaml.safe_load(saved_file.read_text())
+    except yaml.YAMLError:
+        saved = None
+    if not isinstance(saved, dict):
+        raise M2DError(f"{saved_file}: unreadable, so its checkpoints cannot be checked; {how}")
+    conflicts = resume_conflicts(saved, cfg)
+    if conflicts:
+        listed = "; ".join(f"{k}: {old!r} -> {new!r}" for k, old, new in conflicts[:8])
+        more = f" (and {len(conflicts) - 8} more)" if len(conflicts) > 8 else ""
+        raise M2DError(f"{out}: holds a run with another config, resuming it would mix two trainings: {listed}{more}; "
+                       f"{how}")
+    steps = [int(p.name[5:]) for p in candidates if p.name[5:].isdigit()]
+    if steps and max(steps) > cfg.train.max_steps:
+        raise M2DError(f"train.max_steps: {cfg.train.max_steps} is below step {max(steps)} already trained in {out}; "
+                       f"raise it, or {how}")
+
+
+def restart(out: Path) -> Path | None:
+    """``--restart``: move a previous run in ``out`` aside (``<out>.prev-<time>``), never delete it."""
+    out = Path(out)
+    if not out.exists() or not any(out.iterdir()):
+        return None
+    aside = out.with_name(f"{out.name}.prev-{time.strftime('%Y%m%d-%H%M%S')}")
+    n = 1
+    while aside.exists():
+        n += 1
+        aside = aside.with_name(f"{out.name}.prev-{time.strftime('%Y%m%d-%H%M%S')}-{n}")
+    out.rename(aside)
+    return aside
 
 
 # -- the loop ---------------------------------------------------------------------------------------------
@@ -207,6 +288,7 @@ def evaluate_encoder(encoder: Encoder, cfg: Config, datasets=None):
 
 def load_eval_sets(cfg: Config) -> list:
     from . import data as d
+    from .evaluate import check_evaluable
 
     sets = []
     for name in cfg.eval.datasets:
@@ -214,18 +296,32 @@ def load_eval_sets(cfg: Config) -> list:
         if cfg.eval.max_examples and hasattr(ds, "scores") and len(ds) > cfg.eval.max_examples:
             n = cfg.eval.max_examples
             ds = type(ds)(ds.name, ds.split, ds.sentences1[:n], ds.sentences2[:n], ds.scores[:n])
+        check_evaluable(ds)  # before training: a set that scores nan would waste the whole run
         sets.append(ds)
     return sets
 
 
 def train(cfg: Config, out_dir: str | Path, hooks: Hooks | None = None) -> dict:
-    """Train ``cfg`` into ``out_dir``; returns the final summary metrics. Resumes from the latest checkpoint."""
+    """Train ``cfg`` into ``out_dir``; returns the final summary metrics.
+
+    Resumes from the newest readable checkpoint of the same training (a different config is refused before
+    anything is loaded or written); a finished run (its final-step checkpoint exists) trains no further.
+    """
+    from .cells import parse_dims, parse_layers
+    from .preflight import check_max_length, model_shape
+
     hooks = hooks or Hooks()
     out = Path(out_dir)
+    ckpt_dir = out / "checkpoints"
+    candidates = ([Path(hooks.resume_from)] if hooks.resume_from else []) + \
+        (checkpoints(ckpt_dir) if hooks.local_resume else [])
+    if hooks.rank == 0:
+        check_resume(out, cfg, [c for c in candidates if c.parent == ckpt_dir] or candidates)
     out.mkdir(parents=True, exist_ok=True)
     seed_everything(cfg.train.seed)
     encoder = load_encoder(cfg.model.name, pooling=cfg.model.pooling, max_length=cfg.model.max_length,
                            device=hooks.device)
+    check_max_length(cfg.model.max_length, model_shape(cfg.model.name), "model.max_length")
     method = cfg.method
     if method.truncate_model:
         pairs = method.resolve(encoder.num_layers, encoder.hidden_size).pairs
@@ -233,24 +329,27 @@ def train(cfg: Config, out_dir: str | Path, hooks: Hooks | None = None) -> dict:
             raise M2DError("method.truncate_model: needs pairs on one layer (a separately trained sub-model)")
         truncate_layers(encoder, pairs[0][0])
     resolved = method.resolve(encoder.num_layers, encoder.hidden_size)
+    parse_layers(cfg.eval.layers, encoder.num_layers, "eval.layers")  # before training, not after it
+    parse_dims(cfg.eval.dims, encoder.hidden_size, "eval.dims")
     loss_fn = Matryoshka2DLoss(resolved, seed=cfg.train.seed)
     data = load_train_data(cfg)
     eval_sets = load_eval_sets(cfg) if hooks.rank == 0 else []
-    if hooks.rank == 0:
-        (out / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
 
     encoder.model = hooks.wrap_model(encoder.model)
     opt, sched = build_optimizer(encoder.model, cfg)
-    ckpt_dir = out / "checkpoints"
-    start = 0
-    resume = hooks.resume_from or (latest_checkpoint(ckpt_dir) if hooks.local_resume else None)
-    if resume is not None:
-        start = load_checkpoint(Path(resume), encoder, opt, sched, loss_fn)
+    start, resumed = resume_from(candidates, encoder, opt, sched, loss_fn)
+    history: list[dict] = json.loads((resumed / "history.json").read_text()) \
+        if resumed is not None and (resumed / "history.json").is_file() else []
+    if hooks.rank == 0:  # only now: the old run's config was checked and its checkpoint read
+        (out / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+    finished = start >= cfg.train.max_steps
+    if finished and hooks.rank == 0:
+        print(f"train: {out} is already trained to step {start} (train.max_steps {cfg.train.max_steps}); "
+              "no training, raise train.max_steps to continue", flush=True)
 
-    lengths = token_lengths(encoder, data)
-    n_batches = len(lengths) // cfg.train.batch_size
-    per_rank = n_batches // hooks.world_size
-    if per_rank < 1:
+    lengths = token_lengths(encoder, data) if not finished else []
+    per_rank = len(lengths) // cfg.train.batch_size // hooks.world_size
+    if not finished and per_rank < 1:
         raise M2DError(f"train.batch_size: too large for {len(data)} examples on {hooks.world_size} workers")
     device = encoder.device
     use_bf16 = cfg.train.bf16 is True or (cfg.train.bf16 == "auto" and device.type == "cuda")
@@ -266,16 +365,28 @@ def train(cfg: Config, out_dir: str | Path, hooks: Hooks | None = None) -> dict:
         return epoch_cache[epoch][pos * hooks.world_size + hooks.rank]
 
     encoder.train()
-    bar = tqdm(total=cfg.train.max_steps, initial=start, desc=f"train {method.name}",
-               disable=not (hooks.show_progress and hooks.rank == 0), unit="step")
-    history: list[dict] = []
+    # a bar on a terminal; in a log (nohup, CI, a pipe) one plain line per log_every steps on stdout instead
+    show = hooks.show_progress and hooks.rank == 0 and not finished
+    bar = tqdm(total=cfg.train.max_steps, initial=start, desc=f"train {method.name}", unit="step",
+               disable=not (show and sys.stderr.isatty()))
     step = start
     for step in range(start, cfg.train.max_steps):
         t0 = time.perf_counter()
+        done = step + 1
         parts_sum: dict[str, float] = {}
         for micro in range(cfg.train.grad_accum):
             idx = micro_batch(step * cfg.train.grad_accum + micro)
-            total, parts, real, padded = batch_loss(encoder, loss_fn, data, idx, cfg.train.column_chunks, use_bf16)
+            try:
+                total, parts, real, padded = batch_loss(encoder, loss_fn, data, idx, cfg.train.column_chunks,
+                                                        use_bf16)
+                problem = None if torch.isfinite(total.detach()).item() else f"the loss is {total.item()}"
+            except torch.linalg.LinAlgError:  # PCA alignment of non-finite embeddings: the weights diverged
+                problem = "the loss is not finite (PCA of non-finite embeddings)"
+            if problem:
+                bar.close()
+                kept = latest_checkpoint(ckpt_dir)
+                raise M2DError(f"train: {problem} at step {done}; stopped before that update (latest checkpoint "
+                               f"kept: {kept.name if kept else 'none'}); lower train.lr or check the training data")
             stats["real_tokens"] += real
             stats["padded_tokens"] += padded
             (total / cfg.train.grad_accum).backward()
@@ -289,23 +400,25 @@ def train(cfg: Config, out_dir: str | Path, hooks: Hooks | None = None) -> dict:
         loss_value = sum(parts_sum.values())
         bar.update(1)
         bar.set_postfix(loss=f"{loss_value:.4f}", step_s=f"{stats['step_s'][-1]:.2f}")
-        done = step + 1
+        if show and bar.disable and (done % cfg.train.log_every == 0 or done == cfg.train.max_steps):
+            print(f"train {method.name}: step {done}/{cfg.train.max_steps} loss {loss_value:.4f} "
+                  f"{stats['step_s'][-1]:.2f} s/step", flush=True)
         metrics = {"step": done, "loss": loss_value, "lr": sched.get_last_lr()[0],
                    **{f"loss/{k}": v for k, v in parts_sum.items()}}
+        history.append(dict(metrics))
         checkpoint = None
-        is_ckpt = bool(cfg.train.checkpoint_every and done % cfg.train.checkpoint_every == 0
-                       and done < cfg.train.max_steps)
-        if is_ckpt:
-            if hooks.rank == 0:
-                checkpoint = save_checkpoint(ckpt_dir / f"step-{done}", done, encoder, opt, sched, loss_fn)
-                _prune(ckpt_dir, cfg.train.keep_checkpoints)
+        # the final step too: a finished run re-run trains nothing, one killed during its final save loses nothing
+        is_ckpt = bool(cfg.train.checkpoint_every and done % cfg.train.checkpoint_every == 0) \
+            or done == cfg.train.max_steps
+        if is_ckpt and hooks.rank == 0:
+            checkpoint = save_checkpoint(ckpt_dir / f"step-{done}", done, encoder, opt, sched, loss_fn, history)
+            _prune(ckpt_dir, cfg.train.keep_checkpoints)
         is_eval = cfg.eval.every_steps and done % cfg.eval.every_steps == 0 and done < cfg.train.max_steps
         if is_eval and hooks.rank == 0:
             metrics["grid"] = evaluate_encoder(encoder, cfg, eval_sets)
         # the condition is the same on every rank: Ray Train's report is a barrier across workers
         if done % cfg.train.log_every == 0 or is_ckpt or is_eval:
             hooks.report(metrics, checkpoint)
-        history.append({k: v for k, v in metrics.items() if k != "grid"})
         if hooks.stop():
             break
     bar.close()
@@ -314,11 +427,13 @@ def train(cfg: Config, out_dir: str | Path, hooks: Hooks | None = None) -> dict:
                "padded_ratio": stats["padded_tokens"] / max(1, stats["real_tokens"]),
                "median_step_s": float(np.median(stats["step_s"])) if stats["step_s"] else 0.0}
     if hooks.rank == 0:
-        save_sentence_transformer(encoder, out / "model")
+        if not (finished and (out / "model" / "modules.json").is_file()):
+            save_sentence_transformer(encoder, out / "model")
         grid = evaluate_encoder(encoder, cfg, eval_sets)
         grid.to_csv(out / "grid.csv")
         (out / "history.json").write_text(json.dumps(history))
-        (out / "summary.json").write_text(json.dumps(summary, indent=2))
+        if not finished:
+            (out / "summary.json").write_text(json.dumps(summary, indent=2))
         hooks.report({"step": summary["steps"], "final": True, "grid": grid, **summary}, None)
         summary["grid"] = grid
     else:  # other ranks report too (without the grid), so every rank makes the same number of report calls
@@ -327,6 +442,5 @@ def train(cfg: Config, out_dir: str | Path, hooks: Hooks | None = None) -> dict:
 
 
 def _prune(folder: Path, keep: int) -> None:
-    found = sorted(folder.glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
-    for old in found[:-keep]:
+    for old in checkpoints(folder)[keep:]:
         shutil.rmtree(old, ignore_errors=True)

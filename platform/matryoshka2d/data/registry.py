@@ -251,6 +251,40 @@ def dataset_files(name_or_path: str, split: str = "test", data_dir: str | Path |
     return _sniff(path, split)[0]
 
 
+def train_source(task_loss: str, name: str, split: str) -> tuple[str, str, str]:
+    """What a training run reads: (kind, dataset, split). ``mnrl`` takes triplets or, for a BEIR set such as
+    ``scifact``, (query, positive) pairs of its training qrels; score losses take scored pairs (``snli`` has
+    none, so they train on STS-B train)."""
+    if task_loss == "mnrl":
+        if name in REGISTRY and REGISTRY[name].kind == "retrieval":
+            return "retrieval", name, "train"
+        return "triplets", name, split
+    return "pairs", "stsb" if name == "snli" else name, "train"
+
+
+def load_train_source(task_loss: str, name: str, split: str, data_dir: str | Path | None = None):
+    """The training set of :func:`train_source` (``Triplets`` or ``STSPairs``)."""
+    kind, name, split = train_source(task_loss, name, split)
+    if kind == "retrieval":
+        return load_retrieval_train(name, data_dir=data_dir, split=split)
+    if kind == "triplets":
+        return load_triplets(name, split=split, data_dir=data_dir)
+    return load_scored_pairs(name, split=split, data_dir=data_dir)
+
+
+def check_files(field: str, name: str, split: str, data_dir: str | Path | None = None) -> list[Path]:
+    """The files a dataset split reads, each present; else one line naming ``field`` and the first missing file.
+    Cheap: nothing is parsed (the loaders check contents line by line)."""
+    try:
+        files = dataset_files(name, split, data_dir)
+    except M2DError as err:
+        raise M2DError(f"{field}: {err}") from None
+    for path in files:
+        if not path.is_file():
+            raise M2DError(f"{field}: {name!r} ({split}) reads {path}, which does not exist")
+    return files
+
+
 def file_checksums(name: str, split: str, data_dir: str | Path | None = None) -> dict[str, str]:
     """``{file: sha256[:16]}`` for run tracking; keys are relative to the data dir when inside it.
 

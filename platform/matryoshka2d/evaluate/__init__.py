@@ -4,9 +4,9 @@ Each dataset is encoded once for all requested layers; a cell is a slice ``[:, :
 embeddings, scored in-process or as Ray tasks (see :mod:`.parallel`).
 """
 
-from .grid import CSV_HEADER, STS_AVG, GridResult, Row, evaluate_grid, summarize
+from .grid import CSV_HEADER, STS_AVG, GridResult, Row, check_evaluable, evaluate_grid, summarize
 from .retrieval import METRICS as RETRIEVAL_METRICS
 from .retrieval import retrieval_metrics
 
-__all__ = ["CSV_HEADER", "STS_AVG", "GridResult", "Row", "evaluate_grid", "summarize", "RETRIEVAL_METRICS",
+__all__ = ["CSV_HEADER", "STS_AVG", "GridResult", "Row", "check_evaluable", "evaluate_grid", "summarize", "RETRIEVAL_METRICS",
            "retrieval_metrics"]

@@ -73,6 +73,16 @@ class GridResult:
             writer.writerows((r.dataset, r.split, r.metric, r.layer, r.dim, repr(r.value)) for r in self.rows)
         return path
 
+    @classmethod
+    def from_csv(cls, path: str | Path) -> "GridResult":
+        """A grid written by :meth:`to_csv` (timings are not stored there)."""
+        with Path(path).open(newline="") as fh:
+            reader = csv.reader(fh)
+            if tuple(next(reader, ())) != CSV_HEADER:
+                raise M2DError(f"{path}: not a grid.csv (expected the header {','.join(CSV_HEADER)})")
+            rows = [Row(d, s, m, int(layer), int(dim), float(v)) for d, s, m, layer, dim, v in reader]
+        return cls(rows, sorted({r.layer for r in rows}), sorted({r.dim for r in rows}))
+
     def as_frame(self):
         """The rows as a pandas DataFrame (pandas imported only here)."""
         import pandas as pd
@@ -97,6 +107,7 @@ def evaluate_grid(encoder, datasets: Sequence[STSPairs | RetrievalSet], layers: 
     dims = parse_dims(dims, encoder.hidden_size)
     seen = set()
     for ds in datasets:
+        check_evaluable(ds)
         if (ds.name, ds.split) in seen or ds.name == STS_AVG:
             raise M2DError(f"data: dataset name {ds.name!r} ({ds.split}) is given twice or reserved")
         seen.add((ds.name, ds.split))
@@ -125,6 +136,20 @@ def evaluate_grid(encoder, datasets: Sequence[STSPairs | RetrievalSet], layers: 
         rows.extend(_sts_avg_rows(rows, [ds for ds in datasets if isinstance(ds, STSPairs)]))
     timings["total_s"] = time.perf_counter() - start
     return GridResult(rows, layers, dims, timings)
+
+
+def check_evaluable(ds: STSPairs | RetrievalSet) -> None:
+    """A set whose every cell would score ``nan`` (Spearman of < 2 pairs or of constant gold scores) or 0
+    (qrels without a positive grade) is bad input, reported before any encoding, not a silent grid of nan."""
+    where = f"{ds.name} ({ds.split})"
+    if isinstance(ds, STSPairs):
+        if len(ds) < 2:
+            raise M2DError(f"{where}: {len(ds)} scored pair(s); Spearman needs at least 2")
+        if min(ds.scores) == max(ds.scores):
+            raise M2DError(f"{where}: every gold score is {ds.scores[0]:g}; Spearman of constant scores is undefined")
+    elif isinstance(ds, RetrievalSet):
+        if not any(grade > 0 for docs in ds.qrels.values() for grade in docs.values()):
+            raise M2DError(f"{where}: the qrels have no positive grade; every query would score 0")
 
 
 def _encode_sts(encoder, ds: STSPairs, layers, batch_size, show_progress) -> dict:
