@@ -184,6 +184,8 @@ CASES = [
       needle="the cluster has"),
     S("sweep-gpu-without-gpu", "--gpus-per-trial", "1", needle="GPU"),
     S("sweep-cpus-per-worker-zero", "--cpus-per-worker", "0", needle="--cpus-per-worker"),
+    S("sweep-cpus-per-worker-nan", "--cpus-per-worker", "nan", needle="--cpus-per-worker > 0, got 0 and nan"),
+    S("sweep-gpus-per-trial-inf", "--gpus-per-trial", "inf", needle="--gpus-per-trial must be >= 0"),
     S("sweep-max-concurrent-zero", "--max-concurrent", "0", needle="--max-concurrent"),
     S("sweep-schedule-timeout", "--schedule-timeout", "0", needle="--schedule-timeout"),
     S("sweep-scheduler", "--scheduler", "hyperband", needle="--scheduler"),

@@ -216,10 +216,17 @@ def test_ray_equals_in_process(encoder, stsb_small, scifact_small, grid, monkeyp
     monkeypatch.setattr(ray, "put", lambda obj, _put=ray.put: puts.append(1) or _put(obj))
     from matryoshka2d.cluster import start_or_join
 
-    assert start_or_join(None, num_cpus=2, include_dashboard=False, log_to_driver=False)  # loopback only
+    assert start_or_join(None, num_cpus=2, include_dashboard=False, log_to_driver=False)  # as `m2d eval --ray`
     try:
         assert parallel.ray_active()
         res = evaluate_grid(encoder, [stsb_small, scifact_small], LAYERS, DIMS, batch_size=32)  # Ray is up -> tasks
+        import psutil
+
+        from matryoshka2d.testing import is_loopback, listening_sockets
+
+        mine = [psutil.Process()] + psutil.Process().children(recursive=True)  # this driver and the Ray it started
+        sockets = listening_sockets(mine)
+        assert sockets and all(is_loopback(ip) for _, _, ip, _ in sockets), sockets
     finally:
         ray.shutdown()
     assert len(puts) == 2  # the embeddings go to the object store once per dataset, not once per cell

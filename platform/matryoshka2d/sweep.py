@@ -164,8 +164,9 @@ class Sweep:
                                  ("--max-concurrent", a.max_concurrent, 1), ("--max-failures", a.max_failures, -1)):
             if value is not None and value < low:
                 raise M2DError(f"{flag}: must be >= {low}, got {value}")
-        if a.gpus_per_trial < 0 or a.cpus_per_worker <= 0:
-            raise M2DError("--gpus-per-trial must be >= 0 and --cpus-per-worker > 0")
+        if not (0 <= a.gpus_per_trial < math.inf and 0 < a.cpus_per_worker < math.inf):  # NaN fails both
+            raise M2DError(f"--gpus-per-trial must be >= 0 and --cpus-per-worker > 0, got {a.gpus_per_trial:g} and "
+                           f"{a.cpus_per_worker:g}")
         if not 0 < a.schedule_timeout < math.inf:
             raise M2DError(f"--schedule-timeout: must be a positive number of seconds, got {a.schedule_timeout:g}")
         objectives = parse_objectives(a.objective)
