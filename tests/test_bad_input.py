@@ -332,13 +332,12 @@ def check(case: Case, ctx: dict, rc: int, out: str, err: str, before: dict) -> N
 
 
 def run_in_process(case: Case, argv: list[str]) -> int:
-    if case.tool == "sweep":
-        from matryoshka2d.sweep import main
+    """The exit code, argparse's included (it exits with SystemExit)."""
+    from matryoshka2d.sweep import main
 
-        return main(argv, sweep="weighting", description="test")
     try:
-        return main_rc(argv)
-    except SystemExit as exit_:  # argparse
+        return main(argv, sweep="weighting", description="test") if case.tool == "sweep" else main_rc(argv)
+    except SystemExit as exit_:
         return int(exit_.code)
 
 
@@ -353,10 +352,7 @@ def test_bad_input_is_one_line_exit_2_and_changes_nothing(case, ctx, capsys, mon
             pytest.skip("this machine has a GPU")
     before = snapshot(ctx["protected"])
     argv = command(case, ctx)
-    try:
-        rc = run_in_process(case, argv)
-    except SystemExit as exit_:
-        rc = int(exit_.code)
+    rc = run_in_process(case, argv)
     captured = capsys.readouterr()
     check(case, ctx, rc, captured.out, captured.err, before)
 

@@ -230,7 +230,8 @@ def trial_bundles(setup: TrialSetup) -> list[dict[str, float]]:
 
 def unschedulable(nodes: list[dict[str, float]], bundles: list[dict[str, float]]) -> str | None:
     """None if the bundles fit on these nodes at once (first fit, largest bundle first), else what is missing,
-    e.g. ``"4 CPU, 0 GPU in bundles of up to 1 CPU; the cluster has 2 CPU, 0 GPU (largest node 2 CPU, 0 GPU)"``."""
+    e.g. ``"a trial needs 4 CPU, 0 GPU (5 bundle(s), each on one node); the cluster has 2 CPU, 0 GPU on 1 node(s),
+    the largest 2 CPU, 0 GPU"``."""
     free = [dict(n) for n in nodes]
     for bundle in sorted(bundles, key=lambda b: (-b.get("GPU", 0), -b.get("CPU", 0))):
         node = next((n for n in free if all(n.get(k, 0) + 1e-9 >= v for k, v in bundle.items())), None)

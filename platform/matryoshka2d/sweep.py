@@ -346,15 +346,15 @@ def _best(rows: list, objectives: list[tuple[str, str]]) -> list[str]:
     return [t for t, v in scored if not any(dominated(v, w) for _, w in scored)]
 
 
-def init_ray(address: str | None) -> bool:
+def init_ray(address: str | None) -> None:
     """``--address`` or ``$RAY_ADDRESS`` (set by ``ray job submit``): join that cluster; else start a local Ray
-    that listens on loopback only (:mod:`matryoshka2d.cluster`). True when a local Ray was started."""
+    that listens on loopback only (:mod:`matryoshka2d.cluster`)."""
     from .cluster import start_or_join
 
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "1")
     # Loss-only reports (between evaluations) carry no objective; ASHA skips them, Tune must not reject them.
     os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
-    return start_or_join(address)
+    start_or_join(address)
 
 
 def read_state(path: Path) -> dict:

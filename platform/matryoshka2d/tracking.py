@@ -253,14 +253,7 @@ def log_params(mlf: "MlflowClient", run_id: str, params: dict[str, str]) -> None
 
 
 def log_metrics(mlf: "MlflowClient", run_id: str, metrics: dict[str, float], step: int) -> None:
-    import time
-
-    from mlflow.entities import Metric
-
-    now = int(time.time() * 1000)
-    items = [Metric(k, float(v), now, int(step)) for k, v in metrics.items()
-             if isinstance(v, (int, float)) and not isinstance(v, bool)]
-    for chunk in _chunks(items, 1000):
+    for chunk in _chunks(metric_entities(metrics, step), 1000):
         mlf.log_batch(run_id, metrics=chunk)
 
 

@@ -148,10 +148,6 @@ def apply_checkpoint(state: dict, encoder: Encoder, opt, sched, loss: Matryoshka
     return int(state["step"])
 
 
-def load_checkpoint(path: Path, encoder: Encoder, opt, sched, loss: Matryoshka2DLoss) -> int:
-    return apply_checkpoint(read_checkpoint(path), encoder, opt, sched, loss)
-
-
 def checkpoints(folder: Path) -> list[Path]:
     """``step-N`` folders with a state file, newest first."""
     found = [p for p in Path(folder).glob("step-*") if (p / "state.pt").is_file() and p.name[5:].isdigit()]
@@ -307,8 +303,7 @@ def train(cfg: Config, out_dir: str | Path, hooks: Hooks | None = None) -> dict:
     Resumes from the newest readable checkpoint of the same training (a different config is refused before
     anything is loaded or written); a finished run (its final-step checkpoint exists) trains no further.
     """
-    from .cells import parse_dims, parse_layers
-    from .preflight import check_max_length, model_shape
+    from .preflight import check_for_model
 
     hooks = hooks or Hooks()
     out = Path(out_dir)
@@ -317,20 +312,15 @@ def train(cfg: Config, out_dir: str | Path, hooks: Hooks | None = None) -> dict:
         (checkpoints(ckpt_dir) if hooks.local_resume else [])
     if hooks.rank == 0:
         check_resume(out, cfg, [c for c in candidates if c.parent == ckpt_dir] or candidates)
+    check_for_model(cfg)  # method, evaluated cells, max length: before training, not after it
     out.mkdir(parents=True, exist_ok=True)
     seed_everything(cfg.train.seed)
     encoder = load_encoder(cfg.model.name, pooling=cfg.model.pooling, max_length=cfg.model.max_length,
                            device=hooks.device)
-    check_max_length(cfg.model.max_length, model_shape(cfg.model.name), "model.max_length")
     method = cfg.method
-    if method.truncate_model:
-        pairs = method.resolve(encoder.num_layers, encoder.hidden_size).pairs
-        if len({layer for layer, _ in pairs}) != 1:
-            raise M2DError("method.truncate_model: needs pairs on one layer (a separately trained sub-model)")
-        truncate_layers(encoder, pairs[0][0])
+    if method.truncate_model:  # pairs on one layer: checked by check_for_model
+        truncate_layers(encoder, method.resolve(encoder.num_layers, encoder.hidden_size).pairs[0][0])
     resolved = method.resolve(encoder.num_layers, encoder.hidden_size)
-    parse_layers(cfg.eval.layers, encoder.num_layers, "eval.layers")  # before training, not after it
-    parse_dims(cfg.eval.dims, encoder.hidden_size, "eval.dims")
     loss_fn = Matryoshka2DLoss(resolved, seed=cfg.train.seed)
     data = load_train_data(cfg)
     eval_sets = load_eval_sets(cfg) if hooks.rank == 0 else []
