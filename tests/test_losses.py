@@ -600,3 +600,106 @@ def test_explicit_and_exponential_layer_weighting_in_config():
     with pytest.raises(M2DError) as info:
         load_config(None, {"method": {"prior_layers": "0..L-1", "layer_weighting": "log"}}).method.resolve(L, H)
     assert "method.layer_offset" in str(info.value)
+
+
+# -- 7. The seed's retrieval loss (its Tevatron fork) ----------------------------------------------------------
+def _tevatron_2d_v2(q_all: torch.Tensor, p_all: torch.Tensor, dims: list[int], temperature: float = 1.0,
+                    sub_layer_full_dim: bool = False, passage_to_last_layer: bool = False,
+                    score_align: bool = False) -> torch.Tensor:
+    """Transcribed from ielab/2DMSE-Reproduce@c7467c2 code/Retrieval/tevatron/src/tevatron/retriever/modeling/
+    dense_2d_matryoshka_v2.py ``Matryoshka2dDenseModelV2.forward`` (layer_list None, no embedding_align, no
+    compare_to_last_layer). ``q_all`` [L+1, Q, H] / ``p_all`` [L+1, P, H] are hidden_states 0..L pooled; passages
+    are grouped per query (positive first), as Tevatron's collator lays them out."""
+    q_reps, p_reps = q_all[1:], p_all[1:]
+    num_layers = q_reps.shape[0]
+    target = torch.arange(q_reps.size(1)) * (p_reps.size(1) // q_reps.size(1))
+    if passage_to_last_layer:
+        p_reps = p_reps[-1]
+        all_scores = torch.einsum("lqh,dh -> lqdh", q_reps, p_reps)
+    else:
+        all_scores = torch.einsum("lqh,ldh -> lqdh", q_reps, p_reps)
+
+    def ce(scores):
+        return F.cross_entropy(scores, target)
+
+    def score_loss(layer_scores, target_scores):
+        b, n = layer_scores.shape
+        mse = F.mse_loss(layer_scores, target_scores)
+        kl = F.kl_div(F.log_softmax(layer_scores / temperature, dim=1), F.softmax(target_scores / temperature, dim=1),
+                      reduction="batchmean")
+        return (mse + kl) / b / n
+
+    last = num_layers - 1
+    full_layer_scores = all_scores[last].sum(-1)
+    total = ce(full_layer_scores / temperature)
+    for d in dims:
+        layer_scores = all_scores[last, :, :, :d].sum(-1)
+        total = total + ce(layer_scores / temperature)
+        if score_align:
+            total = total + score_loss(layer_scores, full_layer_scores.detach())
+    for layer_idx in range(num_layers):
+        if layer_idx == last:
+            continue
+        w = 1 / (1 + math.log(layer_idx + 1))
+        for d in dims:
+            scores = all_scores[layer_idx, :, :, :d].sum(-1)
+            total = total + w * ce(scores / temperature)
+            if score_align:
+                full = all_scores[layer_idx].sum(-1)
+                total = total + w * score_loss(scores, full.detach())
+        if sub_layer_full_dim:
+            total = total + w * ce(all_scores[layer_idx].sum(-1) / temperature)
+    return total
+
+
+@pytest.mark.parametrize("variant", [
+    {},
+    {"sub_layer_full_dim": True},
+    {"passage_to_last_layer": True},
+    {"score_align": True},
+    {"dims": [4, 8, 16]},
+])
+def test_v2_retrieval_matches_tevatron_transcription(encoder, variant):
+    """``v2-retrieval`` (+ each ablation as config fields) equals the fork's loss, value and gradients."""
+    dims = variant.get("dims", [16])
+    q, p, n = (list(c) for c in COLUMNS)
+    method = {"last_layer_dims": dims + ["H"], "prior_dims": dims,
+              "sublayer_full_dim": bool(variant.get("sub_layer_full_dim")),
+              "fixed_documents": bool(variant.get("passage_to_last_layer"))}
+    if variant.get("score_align"):
+        method["score_align"] = {"weight": 1 / (len(q) * 2 * len(q)), "target": "layer"}
+    engine = _engine("v2-retrieval", method)
+    plan = engine.plan()
+    assert sorted({c[0] for c in plan.cells}) == list(range(1, L + 1)), "every block 1..L, every step"
+    params = list(_our_params(encoder).values())
+    layers = list(range(L + 1))
+    emb = _embed(encoder, [q, p, n], layers)
+    total, _ = engine(emb, None, plan)
+    # Tevatron's passage layout: per query its positive then its negative
+    q_all = torch.stack([emb[layer][0] for layer in layers])
+    p_all = torch.stack([torch.stack([emb[layer][1], emb[layer][2]], dim=1).reshape(-1, H) for layer in layers])
+    ref = _tevatron_2d_v2(q_all, p_all, dims, sub_layer_full_dim=bool(variant.get("sub_layer_full_dim")),
+                          passage_to_last_layer=bool(variant.get("passage_to_last_layer")),
+                          score_align=bool(variant.get("score_align")))
+    assert abs(total.item() - ref.item()) <= ATOL * max(1.0, abs(ref.item())), (
+        f"{variant}: ours {total.item():.8f} != Tevatron transcription {ref.item():.8f}")
+    g_ours = torch.autograd.grad(total, params, retain_graph=True, allow_unused=True)
+    g_ref = torch.autograd.grad(ref, params, allow_unused=True)
+    for a, b in zip(g_ours, g_ref):
+        if a is None or b is None:
+            assert a is None and b is None
+            continue
+        assert torch.allclose(a, b, atol=ATOL, rtol=1e-4), f"{variant}: gradient differs by {(a - b).abs().max():.2e}"
+
+
+def test_dot_ce_scores_raw_inner_products():
+    """``ce`` scores unnormalised inner products / T; ``mnrl`` cosines x scale: a rescaled query changes only ce."""
+    from matryoshka2d.losses.task import DotCrossEntropyLoss
+
+    torch.manual_seed(0)
+    q, p = torch.randn(4, 8), torch.randn(4, 8)
+    ce, mnrl = DotCrossEntropyLoss(scale=1.0), MultipleNegativesRankingLoss(scale=20.0)
+    assert torch.allclose(ce.scores([q, p]), q @ p.T)
+    assert abs(ce([q, p]).item() - F.cross_entropy(q @ p.T, torch.arange(4)).item()) < 1e-6
+    assert abs(mnrl([3 * q, p]).item() - mnrl([q, p]).item()) < 1e-5
+    assert abs(ce([3 * q, p]).item() - ce([q, p]).item()) > 1e-3

@@ -87,6 +87,8 @@ def _add_eval(sub) -> None:
     p.add_argument("--max-length", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--similarity", choices=("cos", "dot"), default="cos", help="retrieval scoring (STS is cosine)")
+    p.add_argument("--fixed-docs", action="store_true",
+                   help="retrieval: documents always from the last layer, queries at each (layer, dim)")
     p.add_argument("--data-dir", default=None, help="data root (default: $M2D_DATA_DIR or the project's data dir)")
     p.add_argument("--ray", action="store_true", help="score cells as Ray tasks (ray.init(); honours RAY_ADDRESS)")
     p.add_argument("--out", required=True, help="output directory")
@@ -108,7 +110,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     layers = parse_layers(args.layers, shape.num_layers, "--layers")
     dims = parse_dims(args.dims, shape.hidden_size, "--dims")
     check_max_length(args.max_length, shape, "--max-length")
-    names, sts_avg = _expand_data(args.data, args.data_dir)
+    names, sts_avg = data.expand_eval_names(args.data, args.data_dir)
     datasets = [data.load(name, split=args.split, data_dir=args.data_dir) for name in names]
     for ds in datasets:
         check_evaluable(ds)
@@ -117,7 +119,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     started_ray = args.ray and _start_ray()
     try:
         result = evaluate_grid(encoder, datasets, layers, dims, batch_size=args.batch_size,
-                               similarity=args.similarity, sts_avg=sts_avg)
+                               similarity=args.similarity, sts_avg=sts_avg,
+                               fixed_documents=args.fixed_docs)
     finally:
         if started_ray:
             import ray
@@ -156,20 +159,6 @@ def _quiet_transformers() -> None:
 
     hf_logging.disable_progress_bar()
     hf_logging.set_verbosity_error()
-
-
-def _expand_data(names: list[str], data_dir: str | None) -> tuple[list[str], bool]:
-    """``sts-avg`` stands for every STS set available under the data dir, plus their per-cell mean."""
-    from . import data
-
-    if "sts-avg" not in names:
-        return list(dict.fromkeys(names)), False
-    expanded: list[str] = []
-    for name in names:
-        expanded.extend(data.available_sts_sets(data_dir) if name == "sts-avg" else [name])
-    if not expanded:
-        raise M2DError("--data sts-avg: no STS set found under the data dir")
-    return list(dict.fromkeys(expanded)), True
 
 
 def format_grid(result) -> str:

@@ -32,9 +32,13 @@ class DataConfig(_Strict):
     train: str = "snli"  # snli | stsb | scifact | a path; the task loss decides triplets vs scored pairs
     train_split: str = "all"
     max_train_examples: int | None = Field(None, ge=1)
+    # retrieval training (BEIR qrels): negatives per (query, positive) mined by the start model from its top k
+    hard_negatives: int = Field(0, ge=0, le=64)
+    mine_top_k: int = Field(30, ge=2, le=1000)
 
 
 class EvalConfig(_Strict):
+    # names or paths; "sts-avg" = every STS set in the data dir plus their per-cell mean
     datasets: list[str] = Field(default_factory=lambda: ["stsb"])
     split: str = "dev"
     layers: str | list[int] = "all"
@@ -42,6 +46,8 @@ class EvalConfig(_Strict):
     batch_size: int = Field(128, ge=1)
     max_examples: int | None = Field(None, ge=1)  # cap per dataset, for quick periodic evaluation
     every_steps: int = Field(0, ge=0)  # 0: evaluate at the end only
+    similarity: Literal["cos", "dot"] = "cos"  # retrieval scoring: cos renormalises truncated vectors, dot does not
+    fixed_documents: bool = False  # retrieval: documents always from the last layer, queries at (l, d)
 
 
 class TrainConfig(_Strict):

@@ -41,6 +41,7 @@ from .errors import M2DError
 DRIVER_CPU = 0.01  # a Tune trial driver must hold > 0 CPU; the TorchTrainer's workers get the rest
 SCALARS = (str, int, float, bool, type(None))
 KINDS = ("choice", "uniform", "loguniform", "int")
+ROW = "row"  # a study's grid key: its label picks one row (preset + overrides) of TrialSetup.rows
 
 
 # -- search spaces ----------------------------------------------------------------------------------------
@@ -56,6 +57,8 @@ class Param:
     high: float = 0.0
 
     def domain(self):
+        if self.kind == "grid":  # every label once (a reproduction study's rows and seeds)
+            return tune.grid_search(self.labels)
         if self.kind == "choice":
             return tune.choice(self.labels)
         if self.kind == "uniform":
@@ -74,6 +77,7 @@ class SearchSpace:
 
     path: str
     params: list[Param]
+    first: list[dict[str, Any]] = field(default_factory=list)  # trials Optuna runs before sampling (labels)
 
     def tune_space(self) -> dict[str, Any]:
         return {p.key: p.domain() for p in self.params}
@@ -82,7 +86,7 @@ class SearchSpace:
         """Sampled labels -> one nested override dict; shallow keys first, so ``method.kl.weight`` beats ``method.kl``."""
         out: dict[str, Any] = {}
         for p in sorted(self.params, key=lambda p: p.key.count(".")):
-            if p.key in sampled:
+            if p.key in sampled and p.key != ROW:
                 out = deep_merge(out, nest({p.key: p.value(sampled[p.key])}))
         return out
 
@@ -117,7 +121,9 @@ def load_space(path: str | Path, validate: Callable[[dict], None] | None = None)
                        f"({getattr(err, 'problem', None) or err})") from None
     if not isinstance(data, dict) or not data:
         raise M2DError(f"{where}: expected a mapping of dotted config keys to {{choice|uniform|loguniform|int: ...}}")
+    first = data.pop("evaluate_first", None) or []
     params = [_param(where, str(key), spec) for key, spec in data.items()]
+    first = _first_points(where, first, params)
     if validate is not None:
         for p in params:
             candidates = [(label, p.value(label)) for label in p.labels] if p.kind == "choice" else \
@@ -127,7 +133,31 @@ def load_space(path: str | Path, validate: Callable[[dict], None] | None = None)
                     validate(nest({p.key: value}))
                 except M2DError as err:
                     raise M2DError(f"{where}: {p.key}={_short(label)}: {err}") from None
-    return SearchSpace(str(path), params)
+    return SearchSpace(str(path), params, first)
+
+
+def _first_points(where: str, points: Any, params: list[Param]) -> list[dict[str, Any]]:
+    """``evaluate_first: [{key: label, ...}, ...]``: every key a swept one, every label in its domain; keys left
+    out get the domain's first label / lower bound (Optuna needs complete points)."""
+    if not isinstance(points, list) or not all(isinstance(p, dict) and p for p in points):
+        raise M2DError(f"{where}: evaluate_first: expected a list of {{key: label}} mappings")
+    by_key = {p.key: p for p in params}
+    out = []
+    for point in points:
+        full = {}
+        for key, param in by_key.items():
+            value = point.get(key, param.labels[0] if param.kind == "choice" else param.low)
+            ok = value in param.labels if param.kind == "choice" else \
+                isinstance(value, (int, float)) and not isinstance(value, bool) and param.low <= value <= param.high
+            if not ok:
+                allowed = ", ".join(map(str, param.labels)) if param.kind == "choice" else f"{param.low}..{param.high}"
+                raise M2DError(f"{where}: evaluate_first: {key}={_short(value)} is not in its domain ({allowed})")
+            full[key] = value
+        unknown = set(point) - set(by_key)
+        if unknown:
+            raise M2DError(f"{where}: evaluate_first: {', '.join(sorted(unknown))} is not a swept key")
+        out.append(full)
+    return out
 
 
 def _param(where: str, key: str, spec: Any) -> Param:
@@ -192,9 +222,13 @@ class TrialSetup:
     max_failures: int = 2
     tags: dict[str, str] = field(default_factory=dict)  # git commit, data checksums, sampler seed
     fault_at_step: int = 0  # test hook: the last rank dies once at this step (retry-from-checkpoint test)
+    rows: dict[str, dict] = field(default_factory=dict)  # study rows: label -> {"preset", "overrides"}
 
     def config(self, sampled: dict[str, Any]) -> Config:
-        return load_config(self.preset, deep_merge(self.base, self.space.overrides(sampled)))
+        """Preset, base, the study row's overrides (when the grid has rows), then the sampled fields."""
+        row = self.rows[sampled[ROW]] if ROW in sampled else {"preset": self.preset, "overrides": {}}
+        return load_config(row["preset"], deep_merge(deep_merge(self.base, row["overrides"]),
+                                                     self.space.overrides(sampled)))
 
 
 def choose_backend(workers: int, requested: str = "auto") -> str:
@@ -404,6 +438,7 @@ def run_trial(params: dict, setup: TrialSetup) -> None:
               "m2d.train_seed": str(cfg.train.seed)}, what=f"trial {trial_id}: MLflow run")
     out_dir = Path(setup.run_dir) / "trials" / trial_id
     out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "params.json").write_text(json.dumps(params))  # the row / sampled labels, for later analysis
     worker_setup = {"tracking_uri": setup.tracking_uri, "run_id": run_id, "out_dir": str(out_dir),
                     "fault_at_step": setup.fault_at_step, "fault_marker": str(Path(setup.run_dir) / ".fault-injected"),
                     "world_size": setup.workers}
@@ -508,11 +543,13 @@ def build_tuner(setup: TrialSetup, objectives: list[tuple[str, str]], num_sample
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
     single = len(objectives) == 1
+    first = setup.space.first or None  # evaluate_first: fixed trials before Optuna samples
     if single:
-        searcher = GridOnlyOptuna(seed=seed)
+        searcher = GridOnlyOptuna(seed=seed, points_to_evaluate=first)
         metric, mode = objectives[0]
     else:  # Tune schedulers rank on one metric: a multi-objective study runs without early stopping
-        searcher = GridOnlyOptuna(metric=[m for m, _ in objectives], mode=[d for _, d in objectives], seed=seed)
+        searcher = GridOnlyOptuna(metric=[m for m, _ in objectives], mode=[d for _, d in objectives], seed=seed,
+                                  points_to_evaluate=first)
         metric = mode = None
     if single and scheduler == "asha" and eval_every:
         sched = ASHAScheduler(time_attr="step", max_t=max_steps, grace_period=eval_every, reduction_factor=2)

@@ -18,7 +18,7 @@ from .cells import LAYER_SCHEMES, default_dims, layer_weight
 from .errors import M2DError
 
 Expr = Union[int, str]
-TASK_LOSS_NAMES = ("mnrl", "cosent", "angle")
+TASK_LOSS_NAMES = ("mnrl", "ce", "cosent", "angle")
 
 
 MAX_VALUE = 10**6  # no model has a layer or dim beyond this; bigger results are typos (or ``9**9**9``)
@@ -156,10 +156,15 @@ class PCAAlignConfig(_Strict):
 
 
 class ScoreAlignConfig(_Strict):
-    """Tevatron fork: MSE + KL of every cell's scores to the detached full-model scores."""
+    """Tevatron fork: MSE + KL of every cell's scores to detached full-width scores, times the cell's weight.
+
+    ``target``: ``layer`` = the same layer at full width (the fork's default), ``last`` = the last layer at full
+    width (its ``compare_to_last_layer``). The fork divides the term by batch x documents: use that as ``weight``.
+    """
 
     weight: float = Field(0.0, ge=0)
     temperature: float = Field(1.0, gt=0)
+    target: Literal["layer", "last"] = "last"
 
 
 class MethodConfig(_Strict):
@@ -172,7 +177,7 @@ class MethodConfig(_Strict):
     """
 
     name: str = "custom"
-    task_loss: Literal["mnrl", "cosent", "angle"] = "mnrl"
+    task_loss: Literal["mnrl", "ce", "cosent", "angle"] = "mnrl"
     scale: float = Field(20.0, gt=0)
     last_layer_dims: Expr | list[Expr] = "H"
     last_layer_weight: float = Field(1.0, ge=0)
@@ -190,6 +195,7 @@ class MethodConfig(_Strict):
     pairs: list[tuple[Expr, Expr]] | None = None
     pairs_reference: tuple[int, int] | None = None
     truncate_model: bool = False  # "separate": cut the encoder to the single pair's layer before training
+    fixed_documents: bool = False  # retrieval "fixed-doc": document columns always from the last layer
     kl: KLConfig = Field(default_factory=KLConfig)
     pca_align: PCAAlignConfig = Field(default_factory=PCAAlignConfig)
     score_align: ScoreAlignConfig = Field(default_factory=ScoreAlignConfig)
@@ -250,8 +256,11 @@ class MethodConfig(_Strict):
         k = eval_expr(self.pca_align.k, L, H, f + "pca_align.k") if self.pca_align.weight > 0 else 0
         if self.pca_align.weight > 0 and not 1 <= k <= H:
             raise M2DError(f"{f}pca_align.k: {k} is out of range; allowed 1..{H}")
-        if self.score_align.weight > 0 and self.task_loss != "mnrl":
-            raise M2DError(f"{f}score_align: needs task_loss 'mnrl' (a score matrix); got {self.task_loss!r}")
+        if self.score_align.weight > 0 and self.task_loss not in ("mnrl", "ce"):
+            raise M2DError(f"{f}score_align: needs task_loss 'mnrl' or 'ce' (a score matrix); got {self.task_loss!r}")
+        if self.fixed_documents and self.task_loss not in ("mnrl", "ce"):
+            raise M2DError(f"{f}fixed_documents: needs task_loss 'mnrl' or 'ce' (query and document columns); "
+                           f"got {self.task_loss!r}")
         return ResolvedMethod(config=self, num_layers=L, hidden_size=H, last_dims=last_dims, prior_layers=prior,
                               prior_dims=prior_dims, pairs=pairs, layer_weights=weights, pca_k=k)
 

@@ -64,12 +64,12 @@ def check_for_model(cfg: Config) -> Config:
 def check_data(cfg: Config) -> None:
     """The data dir, the training set's files and every evaluation set's files exist (contents are the
     loaders' business, line by line)."""
-    from .data import check_files, data_dir, train_source
+    from .data import check_files, data_dir, expand_eval_names, train_source
 
     data_dir(cfg.data.data_dir)
-    _, name, split = train_source(cfg.method.task_loss, cfg.data.train, cfg.data.train_split)
+    _, name, split = train_source(cfg.method.task_loss, cfg.data.train, cfg.data.train_split, cfg.data.data_dir)
     check_files("data.train", name, split, cfg.data.data_dir)
-    for ds in cfg.eval.datasets:
+    for ds in expand_eval_names(cfg.eval.datasets, cfg.data.data_dir)[0]:
         check_files("eval.datasets", ds, cfg.eval.split, cfg.data.data_dir)
 
 

@@ -121,6 +121,7 @@ class Sweep:
         self.parser, self.args, self.argv, self.sweep = parser, args, argv, sweep
         self.experiment = args.experiment_name or f"m2d-{sweep.replace('_', '-')}" + ("-smoke" if args.smoke else "")
         self.storage = Path(args.storage_path or tracking.m2d_home() / "ray_results").expanduser().resolve()
+        self.rows: dict[str, dict] = {}  # a study's rows (label -> preset + overrides); empty for a sweep
 
     # -- checks (no Ray yet) -----------------------------------------------------------------------------
     def _resume_state(self) -> tuple[Path, dict] | None:
@@ -179,6 +180,10 @@ class Sweep:
         check_run(cfg)
         space = load_space(a.space, validate=lambda over: check_run(load_config(a.preset, deep_merge(base, over))))
         backend = choose_backend(a.workers_per_trial, a.backend)
+        if cfg.data.hard_negatives:  # mined once here, not by every concurrent trial
+            from .mining import ensure_mined
+
+            print(f"sweep: hard negatives {ensure_mined(cfg)}", flush=True)
         return objectives, base, cfg, space, backend
 
     # -- the run ----------------------------------------------------------------------------------------
@@ -194,7 +199,7 @@ class Sweep:
         setup = TrialSetup(preset=str(a.preset), base=base, space=space, tracking_uri=uri, experiment_id="",
                            parent_run_id="", run_dir="", workers=a.workers_per_trial, cpus_per_worker=a.cpus_per_worker,
                            gpus_per_trial=a.gpus_per_trial, backend=backend, max_failures=a.max_failures,
-                           fault_at_step=a.fault_at_step)
+                           fault_at_step=a.fault_at_step, rows=self.rows)
         local = will_start_local(a.address)
         if local:  # a cluster of this machine's size: a trial that cannot fit is refused before Ray starts
             _refuse_unschedulable([local_resources()], trial_bundles(setup), "this machine")
@@ -247,7 +252,7 @@ class Sweep:
         import ray
         from ray import tune
 
-        from .distributed import build_tuner, max_concurrent, restore_tuner
+        from .distributed import max_concurrent, restore_tuner
 
         a = self.args
         num_samples = a.num_samples or (SMOKE_SAMPLES if a.smoke else 16)
@@ -263,8 +268,7 @@ class Sweep:
             if resumed:
                 tuner = restore_tuner(str(run_dir), setup)
             else:
-                tuner = build_tuner(setup, objectives, num_samples, a.seed, a.scheduler, concurrency,
-                                    str(self.storage), run_dir.name, cfg.train.max_steps, cfg.eval.every_steps)
+                tuner = self._new_tuner(setup, objectives, num_samples, concurrency, run_dir.name, cfg)
             print(f"sweep: backend {setup.backend}, {a.workers_per_trial} worker(s) per trial, "
                   f"{concurrency} trial(s) at a time")
             fit_started = time.perf_counter()
@@ -274,6 +278,7 @@ class Sweep:
                            what="sweep summary")
             code = tracking.retry(self._finish, mlf, setup.experiment_id, parent, results, objectives,
                                   what="reconciling the MLflow runs")
+            code = self._after(mlf, parent, run_dir, code)
             status = "FINISHED" if code == 0 else "FAILED"
             return code
         except KeyboardInterrupt:
@@ -289,6 +294,17 @@ class Sweep:
                 except Exception as err:  # the server is gone: say so, keep the real error
                     print(f"sweep: warning: could not close MLflow run {parent} ({type(err).__name__}); "
                           "`--resume` closes it", file=sys.stderr)
+
+    def _new_tuner(self, setup, objectives, num_samples: int, concurrency: int, run_name: str, cfg):
+        from .distributed import build_tuner
+
+        a = self.args
+        return build_tuner(setup, objectives, num_samples, a.seed, a.scheduler, concurrency, str(self.storage),
+                           run_name, cfg.train.max_steps, cfg.eval.every_steps)
+
+    def _after(self, mlf, parent: str, run_dir: Path, code: int) -> int:
+        """After the trials (a study writes its tables here); returns the exit code."""
+        return code
 
     def _finish(self, mlf, experiment_id: str, parent: str, results, objectives) -> int:
         """Reconcile MLflow with Tune's final view, log the best trial(s) on the parent, print a table."""

@@ -188,10 +188,14 @@ def git_commit(root: Path | None = None) -> str | None:
 
 def data_checksums(cfg: "Config") -> dict[str, str]:
     """``{"m2d.data.<file>": sha256[:16]}`` for the training and evaluation files this config reads."""
-    from .data.registry import file_checksums, train_source
+    from .data.registry import expand_eval_names, file_checksums, train_source
 
-    _, name, split = train_source(cfg.method.task_loss, cfg.data.train, cfg.data.train_split)
-    reads = [(name, split)] + [(ds, cfg.eval.split) for ds in cfg.eval.datasets]
+    _, name, split = train_source(cfg.method.task_loss, cfg.data.train, cfg.data.train_split, cfg.data.data_dir)
+    try:
+        evaluated = expand_eval_names(cfg.eval.datasets, cfg.data.data_dir)[0]
+    except M2DError:
+        evaluated = []
+    reads = [(name, split)] + [(ds, cfg.eval.split) for ds in evaluated]
     tags: dict[str, str] = {}
     for ds, split in reads:
         try:
@@ -382,5 +386,11 @@ def metric_entities(metrics: dict[str, float], step: int) -> list:
     from mlflow.entities import Metric
 
     now = int(time.time() * 1000)
-    return [Metric(k, float(v), now, int(step)) for k, v in metrics.items()
+    return [Metric(mlflow_key(k), float(v), now, int(step)) for k, v in metrics.items()
             if isinstance(v, (int, float)) and not isinstance(v, bool)]
+
+
+def mlflow_key(name: str) -> str:
+    """MLflow metric names allow no ``@``: ``scifact/ndcg@10/full`` is logged as ``scifact/ndcg_at_10/full`` (Tune and
+    the grid files keep the metric's own name)."""
+    return name.replace("@", "_at_")

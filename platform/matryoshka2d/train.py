@@ -44,11 +44,16 @@ def load_train_data(cfg: Config) -> TrainData:
     from .data import load_train_source
     from .data.types import Triplets
 
-    loaded = load_train_source(cfg.method.task_loss, cfg.data.train, cfg.data.train_split, cfg.data.data_dir)
-    if isinstance(loaded, Triplets):
-        out = TrainData([loaded.anchors, loaded.positives] + ([loaded.negatives] if loaded.negatives else []))
+    if cfg.data.hard_negatives:  # (query, positive, mined negatives...): mined once, cached
+        from .mining import ensure_mined, load_mined
+
+        out = TrainData(load_mined(ensure_mined(cfg, show_progress=False)))
     else:
-        out = TrainData([loaded.sentences1, loaded.sentences2], list(loaded.scores))
+        loaded = load_train_source(cfg.method.task_loss, cfg.data.train, cfg.data.train_split, cfg.data.data_dir)
+        if isinstance(loaded, Triplets):
+            out = TrainData([loaded.anchors, loaded.positives] + ([loaded.negatives] if loaded.negatives else []))
+        else:
+            out = TrainData([loaded.sentences1, loaded.sentences2], list(loaded.scores))
     if cfg.data.max_train_examples:
         n = cfg.data.max_train_examples
         out = TrainData([c[:n] for c in out.columns], out.labels[:n] if out.labels else None)
@@ -269,8 +274,8 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def evaluate_encoder(encoder: Encoder, cfg: Config, datasets=None):
-    """Grid evaluation on the configured dev sets (loaded once and cached by the caller via ``datasets``)."""
+def evaluate_encoder(encoder: Encoder, cfg: Config, datasets=None, per_item: bool = False):
+    """Grid evaluation on the configured sets (loaded once and cached by the caller via ``datasets``)."""
     from .evaluate import evaluate_grid
     from .cells import parse_dims, parse_layers
 
@@ -279,7 +284,8 @@ def evaluate_encoder(encoder: Encoder, cfg: Config, datasets=None):
     # use_ray=False: inside a Ray Train/Tune worker Ray is initialised, and cell tasks would queue behind the
     # trials that hold every CPU (a deadlock); the in-training grid is small enough to score in-process.
     return evaluate_grid(encoder, datasets, layers, dims, batch_size=cfg.eval.batch_size, show_progress=False,
-                         use_ray=False)
+                         use_ray=False, similarity=cfg.eval.similarity, fixed_documents=cfg.eval.fixed_documents,
+                         sts_avg="sts-avg" in cfg.eval.datasets, per_item=per_item)
 
 
 def load_eval_sets(cfg: Config) -> list:
@@ -287,7 +293,7 @@ def load_eval_sets(cfg: Config) -> list:
     from .evaluate import check_evaluable
 
     sets = []
-    for name in cfg.eval.datasets:
+    for name in d.expand_eval_names(cfg.eval.datasets, cfg.data.data_dir)[0]:
         ds = d.load(name, split=cfg.eval.split, data_dir=cfg.data.data_dir)
         if cfg.eval.max_examples and hasattr(ds, "scores") and len(ds) > cfg.eval.max_examples:
             n = cfg.eval.max_examples
@@ -419,8 +425,9 @@ def train(cfg: Config, out_dir: str | Path, hooks: Hooks | None = None) -> dict:
     if hooks.rank == 0:
         if not (finished and (out / "model" / "modules.json").is_file()):
             save_sentence_transformer(encoder, out / "model")
-        grid = evaluate_encoder(encoder, cfg, eval_sets)
+        grid = evaluate_encoder(encoder, cfg, eval_sets, per_item=True)
         grid.to_csv(out / "grid.csv")
+        grid.save_items(out / "items.npz")  # per pair / per query: what paired bootstraps resample
         (out / "history.json").write_text(json.dumps(history))
         if not finished:
             (out / "summary.json").write_text(json.dumps(summary, indent=2))

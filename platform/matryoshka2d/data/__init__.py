@@ -12,6 +12,7 @@ from .registry import (
     check_files,
     data_dir,
     dataset_files,
+    expand_eval_names,
     file_checksums,
     load,
     load_retrieval_train,
@@ -32,7 +33,7 @@ from .types import RetrievalSet, STSPairs, Triplets
 
 __all__ = [
     "REGISTRY", "SEMEVAL_SUBSETS", "STS_AVG_SETS", "RetrievalSet", "STSPairs", "Triplets",
-    "available_sts_sets", "check_files", "data_dir", "dataset_files", "file_checksums", "load", "load_beir",
+    "available_sts_sets", "check_files", "data_dir", "dataset_files", "expand_eval_names", "file_checksums", "load", "load_beir",
     "load_msmarco_collection", "load_msmarco_triples", "load_retrieval_train", "load_scored_pairs",
     "load_semeval_sts", "load_sick", "load_stsb", "load_trec_qrels", "load_trec_topics", "load_triplet_tsv",
     "load_train_source", "load_triplets", "train_source", "triplets_from_senteval",

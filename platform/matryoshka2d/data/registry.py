@@ -198,6 +198,19 @@ def available_sts_sets(data_dir: str | Path | None = None) -> list[str]:
     return present
 
 
+def expand_eval_names(names: list[str], data_dir: str | Path | None = None) -> tuple[list[str], bool]:
+    """``sts-avg`` stands for every STS set available under the data dir, plus their per-cell mean (the second
+    value: whether the mean was asked for)."""
+    if "sts-avg" not in names:
+        return list(dict.fromkeys(names)), False
+    expanded: list[str] = []
+    for name in names:
+        expanded.extend(available_sts_sets(data_dir) if name == "sts-avg" else [name])
+    if not expanded:
+        raise M2DError("sts-avg: no STS set found under the data dir")
+    return list(dict.fromkeys(expanded)), True
+
+
 def load_scored_pairs(name_or_path: str = "stsb", split: str = "train",
                       data_dir: str | Path | None = None) -> STSPairs:
     """Scored pairs for training (e.g. STS-B train, CoSENT/AnglE-style losses)."""
@@ -251,12 +264,15 @@ def dataset_files(name_or_path: str, split: str = "test", data_dir: str | Path |
     return _sniff(path, split)[0]
 
 
-def train_source(task_loss: str, name: str, split: str) -> tuple[str, str, str]:
-    """What a training run reads: (kind, dataset, split). ``mnrl`` takes triplets or, for a BEIR set such as
-    ``scifact``, (query, positive) pairs of its training qrels; score losses take scored pairs (``snli`` has
+def train_source(task_loss: str, name: str, split: str, data_dir: str | Path | None = None) -> tuple[str, str, str]:
+    """What a training run reads: (kind, dataset, split). ``mnrl`` / ``ce`` take triplets or, for a BEIR set (``scifact``
+    or a BEIR folder), (query, positive) pairs of its training qrels; score losses take scored pairs (``snli`` has
     none, so they train on STS-B train)."""
-    if task_loss == "mnrl":
+    if task_loss in ("mnrl", "ce"):
         if name in REGISTRY and REGISTRY[name].kind == "retrieval":
+            return "retrieval", name, "train"
+        path = None if name in REGISTRY else _existing_path(name, data_dir)
+        if path is not None and path.is_dir() and first_existing(path / "corpus.jsonl", path / "corpus.jsonl.gz"):
             return "retrieval", name, "train"
         return "triplets", name, split
     return "pairs", "stsb" if name == "snli" else name, "train"
@@ -264,7 +280,7 @@ def train_source(task_loss: str, name: str, split: str) -> tuple[str, str, str]:
 
 def load_train_source(task_loss: str, name: str, split: str, data_dir: str | Path | None = None):
     """The training set of :func:`train_source` (``Triplets`` or ``STSPairs``)."""
-    kind, name, split = train_source(task_loss, name, split)
+    kind, name, split = train_source(task_loss, name, split, data_dir)
     if kind == "retrieval":
         return load_retrieval_train(name, data_dir=data_dir, split=split)
     if kind == "triplets":

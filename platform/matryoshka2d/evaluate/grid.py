@@ -34,12 +34,18 @@ class Row:
 
 @dataclass
 class GridResult:
-    """Tidy rows (one per dataset x metric x layer x dim) plus timings in seconds."""
+    """Tidy rows (one per dataset x metric x layer x dim) plus timings in seconds.
+
+    ``items`` (with ``evaluate_grid(per_item=True)``): the per-pair / per-query values behind each cell, keyed
+    ``<dataset>/<item>/<layer>/<dim>`` (items: ``cosine`` for STS, each metric for retrieval) plus
+    ``<dataset>/gold`` (STS gold scores) and ``<dataset>/ids`` (query ids), for paired bootstraps.
+    """
 
     rows: list[Row]
     layers: list[int]
     dims: list[int]
     timings: dict = field(default_factory=dict)
+    items: dict[str, np.ndarray] = field(default_factory=dict)
 
     def datasets(self) -> list[str]:
         return list(dict.fromkeys(r.dataset for r in self.rows))
@@ -83,6 +89,10 @@ class GridResult:
             rows = [Row(d, s, m, int(layer), int(dim), float(v)) for d, s, m, layer, dim, v in reader]
         return cls(rows, sorted({r.layer for r in rows}), sorted({r.dim for r in rows}))
 
+    def save_items(self, path: str | Path) -> Path:
+        np.savez_compressed(path, **self.items)
+        return Path(path)
+
     def as_frame(self):
         """The rows as a pandas DataFrame (pandas imported only here)."""
         import pandas as pd
@@ -93,13 +103,15 @@ class GridResult:
 def evaluate_grid(encoder, datasets: Sequence[STSPairs | RetrievalSet], layers: str | Sequence[int] | None = None,
                   dims: str | Sequence[int] | None = None, batch_size: int = 64, similarity: str = "cos",
                   show_progress: bool | None = None, sts_avg: bool = False, ignore_identical_ids: bool = True,
-                  use_ray: bool | None = None) -> GridResult:
+                  use_ray: bool | None = None, fixed_documents: bool = False, per_item: bool = False) -> GridResult:
     """Score every (layer, dim) cell on every dataset, encoding each text set once.
 
     ``similarity`` applies to retrieval ("cos": renormalise the truncated vectors; "dot": raw inner product,
     as the Tevatron evaluation); STS always uses cosine. ``sts_avg`` adds ``sts-avg`` rows (mean Spearman
     over the STS sets, per cell). Cells run as Ray tasks when Ray is initialised (``use_ray=None``).
     ``ignore_identical_ids`` drops a retrieved doc whose id equals the query id, as BEIR's evaluate does.
+    ``fixed_documents``: documents are always encoded by the last layer (queries at (l, d), documents at (L, d)),
+    the seed's "fixed-doc" setting. ``per_item`` keeps the per-pair / per-query values (:attr:`GridResult.items`).
     """
     if similarity not in SIMILARITIES:
         raise M2DError(f"similarity: unknown {similarity!r}; allowed {', '.join(SIMILARITIES)}")
@@ -113,21 +125,30 @@ def evaluate_grid(encoder, datasets: Sequence[STSPairs | RetrievalSet], layers: 
         seen.add((ds.name, ds.split))
     cells = [(pos, d) for pos in range(len(layers)) for d in dims]
     rows: list[Row] = []
+    items: dict[str, np.ndarray] = {}
     timings = {"encode_s": 0.0, "score_s": 0.0, "datasets": {}}
     start = time.perf_counter()
     for ds in datasets:
         t0 = time.perf_counter()
         if isinstance(ds, STSPairs):
             fn, shared = sts.score_cell, _encode_sts(encoder, ds, layers, batch_size, show_progress)
+            items[f"{ds.name}/gold"] = shared["gold"]
         elif isinstance(ds, RetrievalSet):
-            fn, shared = retrieval.score_cell, _encode_retrieval(encoder, ds, layers, batch_size, show_progress)
-            shared.update(similarity=similarity, ignore_identical_ids=ignore_identical_ids)
+            doc_layers = [encoder.num_layers] if fixed_documents else layers
+            fn, shared = retrieval.score_cell, _encode_retrieval(encoder, ds, layers, batch_size, show_progress,
+                                                                 doc_layers)
+            shared.update(similarity=similarity, ignore_identical_ids=ignore_identical_ids,
+                          fixed_documents=fixed_documents)
+            items[f"{ds.name}/ids"] = np.array(shared["qids"])
         else:
             raise M2DError(f"data: cannot evaluate {type(ds).__name__}; expected STSPairs or RetrievalSet")
         t1 = time.perf_counter()
+        shared["per_item"] = per_item
         scores = score_cells(fn, shared, cells, use_ray)
         t2 = time.perf_counter()
         for (pos, dim), metrics in zip(cells, scores):
+            for name, values in metrics.pop("_items", {}).items():
+                items[f"{ds.name}/{name}/{layers[pos]}/{dim}"] = values
             rows.extend(Row(ds.name, ds.split, m, layers[pos], dim, float(v)) for m, v in metrics.items())
         timings["datasets"][ds.name] = {"encode_s": t1 - t0, "score_s": t2 - t1}
         timings["encode_s"] += t1 - t0
@@ -135,7 +156,7 @@ def evaluate_grid(encoder, datasets: Sequence[STSPairs | RetrievalSet], layers: 
     if sts_avg:
         rows.extend(_sts_avg_rows(rows, [ds for ds in datasets if isinstance(ds, STSPairs)]))
     timings["total_s"] = time.perf_counter() - start
-    return GridResult(rows, layers, dims, timings)
+    return GridResult(rows, layers, dims, timings, items)
 
 
 def check_evaluable(ds: STSPairs | RetrievalSet) -> None:
@@ -158,11 +179,11 @@ def _encode_sts(encoder, ds: STSPairs, layers, batch_size, show_progress) -> dic
     return {"emb": emb.numpy(), "idx1": idx1, "idx2": idx2, "gold": np.asarray(ds.scores, dtype=np.float64)}
 
 
-def _encode_retrieval(encoder, ds: RetrievalSet, layers, batch_size, show_progress) -> dict:
+def _encode_retrieval(encoder, ds: RetrievalSet, layers, batch_size, show_progress, doc_layers=None) -> dict:
     qids, qtexts, doc_ids, doc_texts, qrels = retrieval.prepare(ds)
     queries = encoder.encode_layers(qtexts, layers, batch_size=batch_size, show_progress=show_progress,
                                     desc=f"{ds.name} queries")
-    corpus = encoder.encode_layers(doc_texts, layers, batch_size=batch_size, show_progress=show_progress,
+    corpus = encoder.encode_layers(doc_texts, doc_layers or layers, batch_size=batch_size, show_progress=show_progress,
                                    desc=f"{ds.name} corpus")
     return {"queries": queries.numpy(), "corpus": corpus.numpy(), "qids": qids, "doc_ids": doc_ids, "qrels": qrels}
 

@@ -71,28 +71,38 @@ def cut(run: dict[str, dict[str, float]], k: int) -> dict[str, dict[str, float]]
     return {q: dict(trec_order(docs.items())[:k]) for q, docs in run.items()}
 
 
-def retrieval_metrics(qrels: dict[str, dict[str, int]], run: dict[str, dict[str, float]]) -> dict[str, float]:
-    """nDCG@10, MRR@10 (recip_rank on the run cut at 10) and Recall@100, by pytrec_eval, mean over queries.
-
-    The mean is over the qrels' queries (as BEIR's MRR divides by ``len(qrels)``); a query missing from
-    the run counts 0.
-    """
+def per_query_metrics(qrels: dict[str, dict[str, int]], run: dict[str, dict[str, float]]) -> dict[str, np.ndarray]:
+    """nDCG@10, MRR@10 (recip_rank on the run cut at 10) and Recall@100 by pytrec_eval, one value per query of
+    ``qrels`` in its order (a query missing from the run counts 0): the per-query scores a paired bootstrap resamples."""
     main = pytrec_eval.RelevanceEvaluator(qrels, {"ndcg_cut.10", "recall.100"}).evaluate(run)
     rr = pytrec_eval.RelevanceEvaluator(qrels, {"recip_rank"}).evaluate(cut(run, 10))
-    n = len(qrels)
+    empty: dict[str, float] = {}
     return {
-        "ndcg@10": sum(s["ndcg_cut_10"] for s in main.values()) / n,
-        "mrr@10": sum(s["recip_rank"] for s in rr.values()) / n,
-        "recall@100": sum(s["recall_100"] for s in main.values()) / n,
+        "ndcg@10": np.array([main.get(q, empty).get("ndcg_cut_10", 0.0) for q in qrels]),
+        "mrr@10": np.array([rr.get(q, empty).get("recip_rank", 0.0) for q in qrels]),
+        "recall@100": np.array([main.get(q, empty).get("recall_100", 0.0) for q in qrels]),
     }
 
 
-def score_cell(shared: dict, pos: int, dim: int) -> dict[str, float]:
-    """Metrics of one cell; ``shared`` holds ``queries``/``corpus`` [layers, N, H] (numpy), ids, qrels, options."""
+def retrieval_metrics(qrels: dict[str, dict[str, int]], run: dict[str, dict[str, float]]) -> dict[str, float]:
+    """The means of :func:`per_query_metrics` over the qrels' queries (as BEIR's MRR divides by ``len(qrels)``)."""
+    return {name: float(values.mean()) for name, values in per_query_metrics(qrels, run).items()}
+
+
+def score_cell(shared: dict, pos: int, dim: int) -> dict:
+    """Metrics of one cell; ``shared`` holds ``queries``/``corpus`` [layers, N, H] (numpy), ids, qrels, options.
+
+    With ``fixed_documents`` the corpus holds one layer (the last): queries at (l, d), documents at (L, d).
+    With ``per_item`` the per-query values come back too, under ``"_items"``.
+    """
     normalize = shared["similarity"] == "cos"
     q = truncate(torch.from_numpy(shared["queries"][pos]), dim, normalize)
-    c = truncate(torch.from_numpy(shared["corpus"][pos]), dim, normalize)
+    c = truncate(torch.from_numpy(shared["corpus"][0 if shared.get("fixed_documents") else pos]), dim, normalize)
     extra = 1 if shared["ignore_identical_ids"] else 0  # room for a dropped self-match, as BEIR retrieves deeper
     scores, idx = search(q, c, TOP_K + extra, shared.get("chunk_size", 50_000))
     run = build_run(shared["qids"], shared["doc_ids"], scores, idx, TOP_K, shared["ignore_identical_ids"])
-    return retrieval_metrics(shared["qrels"], run)
+    per_query = per_query_metrics(shared["qrels"], run)
+    out: dict = {name: float(values.mean()) for name, values in per_query.items()}
+    if shared.get("per_item"):
+        out["_items"] = {name: values.astype(np.float32) for name, values in per_query.items()}
+    return out

@@ -42,7 +42,12 @@ def spearman(pred: Sequence[float], gold: Sequence[float]) -> float:
     return float(rho) if not (rho is None or math.isnan(rho)) else float("nan")
 
 
-def score_cell(shared: dict, pos: int, dim: int) -> dict[str, float]:
-    """Metrics of one cell; ``shared`` holds ``emb`` [layers, N_unique, H] (numpy), ``idx1``, ``idx2``, ``gold``."""
+def score_cell(shared: dict, pos: int, dim: int) -> dict:
+    """Metrics of one cell; ``shared`` holds ``emb`` [layers, N_unique, H] (numpy), ``idx1``, ``idx2``, ``gold``.
+    With ``per_item`` the pair cosines come back too (``"_items"``), for a paired bootstrap over pairs."""
     emb = torch.from_numpy(shared["emb"][pos])
-    return {"spearman": spearman(pair_cosines(emb, shared["idx1"], shared["idx2"], dim), shared["gold"])}
+    cosines = pair_cosines(emb, shared["idx1"], shared["idx2"], dim)
+    out: dict = {"spearman": spearman(cosines, shared["gold"])}
+    if shared.get("per_item"):
+        out["_items"] = {"cosine": cosines.astype(np.float32)}
+    return out

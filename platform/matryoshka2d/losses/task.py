@@ -44,6 +44,20 @@ class MultipleNegativesRankingLoss(nn.Module):
         return F.cross_entropy(scores, torch.arange(scores.size(0), device=scores.device))
 
 
+class DotCrossEntropyLoss(MultipleNegativesRankingLoss):
+    r"""Cross-entropy over inner products with in-batch and hard negatives (DPR; Tevatron's ``DenseModel``, the
+    seed's retrieval loss): no normalisation, so a truncated cell is scored on its raw first d features.
+
+    .. math:: \mathcal{L} = -\frac{1}{B}\sum_i \log
+        \frac{e^{\langle q_i, p_i\rangle / T}}{\sum_j e^{\langle q_i, p_j\rangle / T} + \sum_j e^{\langle q_i, n_j\rangle / T}}
+
+    Columns: ``[query, positive, *negatives]``. ``scale`` is 1/T (1 in the seed).
+    """
+
+    def scores(self, embeddings: list[Tensor]) -> Tensor:
+        return embeddings[0] @ torch.cat(embeddings[1:], dim=0).T * self.scale
+
+
 class CoSENTLoss(nn.Module):
     """CoSENT (Su 2022): rank pairs by cosine in the order of their gold scores.
 
@@ -80,4 +94,6 @@ class AnglELoss(CoSENTLoss):
         return torch.cat([re / ratio, im / ratio], dim=1).sum(1).abs() * self.scale
 
 
-TASK_LOSSES = {"mnrl": MultipleNegativesRankingLoss, "cosent": CoSENTLoss, "angle": AnglELoss}
+TASK_LOSSES = {"mnrl": MultipleNegativesRankingLoss, "ce": DotCrossEntropyLoss, "cosent": CoSENTLoss,
+               "angle": AnglELoss}
+IN_BATCH = ("mnrl", "ce")  # losses over a score matrix of in-batch (and hard) negatives: triplets, not scored pairs

@@ -7,10 +7,12 @@
       + \\alpha\\, \\mathrm{Align}(E_l[:k], \\mathrm{PCA}_k(E_l)) \\Big]
       + \\alpha\\, \\lambda_{last}\\, \\mathrm{Align}(E_L[:k], \\mathrm{PCA}_k(E_L))
       + \\beta \\sum_{l \\in S} T\\, \\mathrm{KL}(E_L / T \\,\\|\\, E_l / T)
-      + \\gamma \\sum_{(l, d) \\ne (L, H)} \\mathrm{ScoreAlign}(s_{l,d}, \\mathrm{sg}(s_{L,H}))
+      + \\gamma \\sum_{(l, d)} w_{l,d}\\, \\mathrm{ScoreAlign}(s_{l,d}, \\mathrm{sg}(s_{t(l),H}))
 
 with E_l the pooled embedding of layer l, S the prior layers drawn this step, D_l the dims drawn for
-layer l, w the layer weighting, v_d the dim weights and l the task loss (MNRL / CoSENT / AnglE).
+layer l, w the layer weighting, v_d the dim weights, l the task loss (MNRL / dot-product CE / CoSENT / AnglE) and t(l) the
+score-alignment target (l itself or L). With ``fixed_documents`` the document columns of every cell come
+from layer L (queries from l).
 The draws use the loss's own ``random.Random`` in the order sentence-transformers'
 ``Matryoshka2dLoss`` uses (last-layer dims, then layers, then each layer's dims), so with the same seed
 the same cells are drawn; its state is checkpointed with the trainer.
@@ -40,11 +42,12 @@ class StepPlan:
     cells: list[tuple[int, int, float]]
     kl_cells: list[tuple[int, int]] = field(default_factory=list)
     pca_layers: list[tuple[int, float]] = field(default_factory=list)
+    also: list[int] = field(default_factory=list)  # layers needed besides those (fixed documents: the last)
 
     @property
     def layers(self) -> list[int]:
         used = {c[0] for c in self.cells} | {c[0] for c in self.kl_cells} | {p[0] for p in self.pca_layers}
-        return sorted(used)
+        return sorted(used | set(self.also))
 
 
 class Matryoshka2DLoss(nn.Module):
@@ -70,7 +73,7 @@ class Matryoshka2DLoss(nn.Module):
         if m.pairs:
             cells = [(layer, dim, m.layer_weights.get(layer, 1.0) * m.dim_weight(dim)) for layer, dim in m.pairs]
             kl = [(layer, dim) for layer, dim in m.pairs if layer != L] if cfg.kl.weight > 0 else []
-            return StepPlan(cells, kl)
+            return StepPlan(cells, kl, also=[L] if cfg.fixed_documents else [])
         cells, pca = [], []
         for dim in self._draw(m.last_dims, cfg.n_dims_per_step):
             cells.append((L, dim, cfg.last_layer_weight * m.dim_weight(dim)))
@@ -85,7 +88,7 @@ class Matryoshka2DLoss(nn.Module):
             if cfg.pca_align.weight > 0:
                 pca.append((layer, w))
         kl = [(layer, m.hidden_size) for layer in layers] if cfg.kl.weight > 0 else []
-        return StepPlan(cells, kl, pca)
+        return StepPlan(cells, kl, pca, [L] if cfg.fixed_documents else [])
 
     # -- the loss -------------------------------------------------------------------------------------------
     def forward(self, layer_embeddings: dict[int, list[Tensor]], labels: Tensor | None,
@@ -98,18 +101,28 @@ class Matryoshka2DLoss(nn.Module):
         def add(name: str, value: Tensor) -> None:
             parts[name] = parts[name] + value if name in parts else value
 
-        full_scores = None
-        if cfg.score_align.weight > 0:
-            with torch.no_grad():
-                full_scores = self.task.scores(layer_embeddings[L]) if L in layer_embeddings else None
+        def columns(layer: int, dim: int) -> list[Tensor]:
+            docs = layer_embeddings[L if cfg.fixed_documents else layer][1:]  # fixed-doc: documents from L
+            return [e[:, :dim] for e in [layer_embeddings[layer][0], *docs]]
+
+        targets: dict[int, Tensor] = {}  # detached full-width scores, per target layer
+
+        def target_scores(layer: int) -> Tensor:
+            if layer not in targets:
+                with torch.no_grad():
+                    targets[layer] = self.task.scores(columns(layer, H))
+            return targets[layer]
+
         for layer, dim, weight in plan.cells:
-            columns = [e[:, :dim] for e in layer_embeddings[layer]]
-            if full_scores is not None and (layer, dim) != (L, H):
-                scores = self.task.scores(columns)
-                add("task", weight * self._task_from_scores(scores, labels, columns))
-                add("score_align", cfg.score_align.weight * score_align(scores, full_scores, cfg.score_align.temperature))
+            cell = columns(layer, dim)
+            target = layer if cfg.score_align.target == "layer" else L
+            if cfg.score_align.weight > 0 and (layer, dim) != (target, H) and target in layer_embeddings:
+                scores = self.task.scores(cell)
+                add("task", weight * self._task_from_scores(scores, labels, cell))
+                add("score_align", weight * cfg.score_align.weight
+                    * score_align(scores, target_scores(target), cfg.score_align.temperature))
             else:
-                add("task", weight * self.task(columns, labels))
+                add("task", weight * self.task(cell, labels))
         if plan.kl_cells:
             teacher = torch.cat(layer_embeddings[L], dim=0)
             teacher = teacher.detach() if cfg.kl.detach_teacher else teacher
