@@ -210,6 +210,11 @@ def test_dead_tracking_server_is_one_line_before_training(tmp_path, env, capsys,
     ("train.max_steps:\n  int: [10, 20.5]\n", "int needs integer bounds"),
     ("method.no_such_field:\n  choice: [1]\n", "method.no_such_field=1: method.no_such_field: unknown field"),
     ("method.layer_weighting:\n  choice: [[1, 1]]\n", "layer_weighting: an explicit list needs 7 weights"),
+    ("method.layer_weighting:\n  choice: [log]\nevaluate_first: [{method.layer_weighting: cubic}]\n",
+     "evaluate_first: method.layer_weighting='cubic' is not in its domain (log)"),
+    ("method.layer_weighting:\n  choice: [log]\nevaluate_first: [{method.kl.weight: 1}]\n",
+     "evaluate_first: method.kl.weight is not a swept key"),
+    ("method.layer_weighting:\n  choice: [log]\nevaluate_first: log\n", "evaluate_first: expected a list"),
 ])
 def test_search_space_errors_are_one_line(text, expected, tiny, tmp_path, env, capsys, monkeypatch):
     from matryoshka2d.sweep import main
@@ -246,6 +251,21 @@ def test_space_choices_ranges_and_bundles(tmp_path):
                         "train.max_steps": 12})
     assert over == {"method": {"kl": {"weight": 1.0, "detach_teacher": False, "temperature": 0.5},
                                "layer_weighting": [1, 2, 3]}, "train": {"max_steps": 12}}
+
+
+def test_evaluate_first_points_are_completed_and_reach_optuna(tmp_path):
+    """``evaluate_first`` trials run before Optuna samples: keys left out get the domain's first label / low end."""
+    from matryoshka2d.distributed import TrialSetup, build_tuner, load_space
+
+    space = tmp_path / "s.yaml"
+    space.write_text("method.layer_weighting:\n  choice: [log, linear]\nmethod.kl.weight:\n  uniform: [0.5, 2.0]\n"
+                     "evaluate_first: [{method.layer_weighting: linear}, {method.kl.weight: 1.5}]\n")
+    s = load_space(space)
+    assert s.first == [{"method.layer_weighting": "linear", "method.kl.weight": 0.5},
+                       {"method.layer_weighting": "log", "method.kl.weight": 1.5}]
+    setup = TrialSetup("v2", {}, s, "sqlite:///x.db", "0", "p", str(tmp_path))
+    tuner = build_tuner(setup, [("stsb/spearman/grid_mean", "max")], 4, 0, "fifo", 1, str(tmp_path), "t", 10, 0)
+    assert tuner._local_tuner._tune_config.search_alg._points_to_evaluate == s.first
 
 
 def test_resources_and_concurrency():

@@ -67,7 +67,10 @@ def check_data(cfg: Config) -> None:
     from .data import check_files, data_dir, expand_eval_names, train_source
 
     data_dir(cfg.data.data_dir)
-    _, name, split = train_source(cfg.method.task_loss, cfg.data.train, cfg.data.train_split, cfg.data.data_dir)
+    kind, name, split = train_source(cfg.method.task_loss, cfg.data.train, cfg.data.train_split, cfg.data.data_dir)
+    if cfg.data.hard_negatives and kind != "retrieval":
+        raise M2DError(f"data.hard_negatives: mined from a retrieval training set (BEIR qrels, e.g. scifact) with task "
+                       f"loss mnrl or ce; {cfg.data.train!r} with {cfg.method.task_loss!r} reads {kind}")
     check_files("data.train", name, split, cfg.data.data_dir)
     for ds in expand_eval_names(cfg.eval.datasets, cfg.data.data_dir)[0]:
         check_files("eval.datasets", ds, cfg.eval.split, cfg.data.data_dir)
