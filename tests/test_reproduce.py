@@ -22,8 +22,10 @@ def smoke_runs(tmp_path_factory):
     home = tmp_path_factory.mktemp("home")
     env = {**os.environ, "M2D_HOME": str(home), "HF_HUB_OFFLINE": "1"}
     env.pop("MLFLOW_TRACKING_URI", None)
+    # tiny models: 4 trials at a time on 2 cores (a trial is mostly start-up, not arithmetic)
     proc = subprocess.run([sys.executable, "experiments/reproduce.py", "--study", "all", "--scale", "smoke",
-                           "--bootstrap", "200"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+                           "--bootstrap", "200", "--cpus-per-worker", "0.5"], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=1700)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     runs = {p.name.split("-")[2]: p for p in sorted((home / "ray_results").glob("m2d-reproduce-*-smoke-*"))}
     assert set(runs) == {"sts", "retrieval"}, runs
@@ -35,6 +37,7 @@ def _reproduce(args, env):
                           capture_output=True, text=True, timeout=600)
 
 
+@pytest.mark.timeout(1800)  # the first test pays for the module's smoke runs (~5 min on a quiet 2-core machine)
 @pytest.mark.parametrize("study", ["sts", "retrieval"])
 def test_smoke_study_writes_tables_claims_and_matches_expected(smoke_runs, study):
     runs, env = smoke_runs
@@ -88,3 +91,19 @@ def test_smoke_runs_are_logged_to_one_parent_each(smoke_runs):
         assert all(k.info.status == "FINISHED" for k in kids)
         arts = {a.path for a in client.list_artifacts(parent, "reproduction")}
         assert "reproduction/claims.md" in arts and "reproduction/report.md" in arts
+
+
+def test_compare_trials_script(smoke_runs):
+    """experiments/compare_trials.py: a trial against itself has margin 0; against another row, a real interval."""
+    runs, env = smoke_runs
+    trials = sorted((runs["retrieval"] / "trials").iterdir())
+    proc = subprocess.run([sys.executable, "experiments/compare_trials.py", "--metric", "scifact/ndcg@10",
+                           "--cells", "all", "--baseline", str(trials[2]), str(trials[2]), str(trials[0])],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.strip().splitlines()
+    assert len(lines) == 3 and "+0.0000  [+0.0000, +0.0000]" in lines[1]
+    bad = subprocess.run([sys.executable, "experiments/compare_trials.py", "--metric", "scifact/ndcg@10",
+                          "--baseline", str(trials[2]), str(runs["sts"] / "trials")], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert bad.returncode != 0 and len(bad.stderr.strip().splitlines()) == 1, bad.stderr

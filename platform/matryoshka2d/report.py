@@ -133,15 +133,16 @@ def write_tables(run_dir: Path, study: Study, rows: list[Row], trials) -> list[P
 
 
 def write_heatmaps(out_dir: Path, metric: str, cells: dict) -> list[Path]:
-    from .plots import heatmap
+    from .plots import heatmap, method_curves
 
-    paths = []
+    safe = metric.replace("/", "_").replace("@", "")
+    means = {g: {c: float(np.mean(v)) for c, v in by.items()} for g, by in cells.items()}
+    paths = [method_curves(means, metric, out_dir / f"methods_{safe}.png")]
     ds, name = split_metric(metric)
     for group, by_cell in cells.items():
         grid_rows = [GridRow(ds, "test", name, l, d, float(np.mean(v))) for (l, d), v in by_cell.items()]
         grid = GridResult(grid_rows, sorted({r.layer for r in grid_rows}), sorted({r.dim for r in grid_rows}))
-        safe = metric.replace("/", "_").replace("@", "")
-        paths.append(heatmap(grid, ds, name, out_dir / f"heatmap_{safe}_{group}.png"))
+        paths.append(heatmap(grid, ds, name, out_dir / f"heatmap_{safe}_{group}.png", title=f"{group}: {metric}"))
     return paths
 
 
@@ -410,3 +411,27 @@ def _lookup(got: dict, group: str, metric: str, layer: str, dim: int) -> float |
     except (KeyError, ValueError):
         return None
     return value
+
+
+# -- any two trained runs ------------------------------------------------------------------------------------
+def paired_difference(a: Path, b: Path, metric: str, cells: str = "sublayer", n_boot: int = 1000,
+                      seed: int = 0) -> dict:
+    """Mean over the chosen cells of (run a - run b) for two trial dirs (``grid.csv`` + ``items.npz``), with a 95%
+    paired bootstrap interval over test items."""
+    for path in (a, b):
+        if not ((Path(path) / "grid.csv").is_file() and (Path(path) / "items.npz").is_file()):
+            raise M2DError(f"{path}: not a finished trial dir (grid.csv and items.npz)")
+    ta, tb = (Trial("a", None, Path(p), GridResult.from_csv(Path(p) / "grid.csv")) for p in (a, b))
+    whole = Row("x", "x", "", {}, "")
+    ca, cb = row_cells(whole, ta, metric), row_cells(whole, tb, metric)
+    chosen = select_cells(cells, set(ca) & set(cb), set())
+    if not chosen:
+        raise M2DError(f"{a} and {b}: no {metric} cell in common for {cells!r}")
+    entries = [(ta, *c) for c in chosen] + [(tb, *c) for c in chosen]
+    comps, weights = _components(metric, entries)
+    reps = replicates(comps, weights, n_boot, seed)
+    n = len(chosen)
+    diff = reps[:, :n].mean(axis=1) - reps[:, n:].mean(axis=1)
+    lo, hi = np.percentile(diff[1:], [2.5, 97.5])
+    return {"a_mean": float(reps[0, :n].mean()), "b_mean": float(reps[0, n:].mean()), "margin": float(diff[0]),
+            "ci": [float(lo), float(hi)], "cells": n}
