@@ -44,7 +44,8 @@ class EvalConfig(_Strict):
     layers: str | list[int] = "all"
     dims: str | list[int] = "all"
     batch_size: int = Field(128, ge=1)
-    max_examples: int | None = Field(None, ge=1)  # cap per dataset, for quick periodic evaluation
+    # cap per dataset, for quick looks: n STS pairs, or n queries + their judged docs + 10 n other docs
+    max_examples: int | None = Field(None, ge=1)
     every_steps: int = Field(0, ge=0)  # 0: evaluate at the end only
     similarity: Literal["cos", "dot"] = "cos"  # retrieval scoring: cos renormalises truncated vectors, dot does not
     fixed_documents: bool = False  # retrieval: documents always from the last layer, queries at (l, d)

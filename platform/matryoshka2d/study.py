@@ -354,6 +354,12 @@ class StudyRun(Sweep):
         from . import report
 
         (run_dir / "study.json").write_text(json.dumps(self.describe(), indent=2))
+        expected = len(self._selected()) * self.args.seeds
+        finished = sum(len(v) for v in report.collect(run_dir).values())
+        if finished < expected:  # interrupted (Ctrl-C) or failed rows: no table from part of a study
+            print(f"reproduce: {finished} of {expected} trials finished; the tables need all of them: continue "
+                  f"with --resume {run_dir}", file=sys.stderr)
+            return 1
         out = report.analyse(run_dir, self.study, self._selected(), self.args.bootstrap)
         from . import tracking
 

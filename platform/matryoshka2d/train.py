@@ -288,6 +288,25 @@ def evaluate_encoder(encoder: Encoder, cfg: Config, datasets=None, per_item: boo
                          sts_avg="sts-avg" in cfg.eval.datasets, per_item=per_item)
 
 
+def cap_eval_set(ds, n: int):
+    """At most ``n`` STS pairs, or ``n`` queries (those first in the qrels) with a corpus of their judged documents
+    plus the first ``10 n`` others (a quick look, not the benchmark: smoke runs and periodic evaluation)."""
+    from .data.types import RetrievalSet
+
+    if isinstance(ds, RetrievalSet):
+        qids = [q for q in ds.qrels if q in ds.queries][:n]
+        if len(qids) == len(ds.qrels):
+            return ds
+        judged = {d for q in qids for d in ds.qrels[q]}
+        others = [d for d in ds.corpus if d not in judged][:10 * n]
+        keep = judged | set(others)
+        return RetrievalSet(ds.name, ds.split, {d: v for d, v in ds.corpus.items() if d in keep},
+                            {q: ds.queries[q] for q in qids}, {q: ds.qrels[q] for q in qids})
+    if len(ds) <= n:
+        return ds
+    return type(ds)(ds.name, ds.split, ds.sentences1[:n], ds.sentences2[:n], ds.scores[:n])
+
+
 def load_eval_sets(cfg: Config) -> list:
     from . import data as d
     from .evaluate import check_evaluable
@@ -295,9 +314,8 @@ def load_eval_sets(cfg: Config) -> list:
     sets = []
     for name in d.expand_eval_names(cfg.eval.datasets, cfg.data.data_dir)[0]:
         ds = d.load(name, split=cfg.eval.split, data_dir=cfg.data.data_dir)
-        if cfg.eval.max_examples and hasattr(ds, "scores") and len(ds) > cfg.eval.max_examples:
-            n = cfg.eval.max_examples
-            ds = type(ds)(ds.name, ds.split, ds.sentences1[:n], ds.sentences2[:n], ds.scores[:n])
+        if cfg.eval.max_examples:
+            ds = cap_eval_set(ds, cfg.eval.max_examples)
         check_evaluable(ds)  # before training: a set that scores nan would waste the whole run
         sets.append(ds)
     return sets
