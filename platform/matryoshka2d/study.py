@@ -19,8 +19,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-import yaml
-
 from .config import deep_merge, load_config, load_yaml, parse_overrides
 from .errors import M2DError, OneLineParser
 from .sweep import Sweep
