@@ -90,6 +90,18 @@ def ensure_mined(cfg: Config, batch_size: int = 64, show_progress: bool | None =
     return path
 
 
+def premine(configs, label: str) -> None:
+    """Before any trial starts (sweep or study): mine each distinct set of negatives once, so concurrent trials
+    find the cache instead of mining it side by side."""
+    done = set()
+    for cfg in configs:
+        if cfg.data.hard_negatives:
+            path = ensure_mined(cfg)
+            if path not in done:
+                print(f"{label}: hard negatives {path}", flush=True)
+                done.add(path)
+
+
 def load_mined(path: Path) -> list[list[str]]:
     """The text columns (query, positive, negative_1..n) of a mined file."""
     from .data._io import iter_lines, where

@@ -293,9 +293,9 @@ def report_markdown(study: Study, rows: list[Row], trials, seed: dict, describe:
     return "\n".join(lines)
 
 
-def analyse(run_dir: Path, study: Study, rows: list[Row], n_boot: int = 1000) -> list[Path]:
+def analyse(run_dir: Path, study: Study, rows: list[Row], n_boot: int = 1000, trials=None) -> list[Path]:
     """Write tables/*.csv, heatmaps, report.md, claims.md (+ claims.json) for a finished run; returns the paths."""
-    trials = collect(run_dir)
+    trials = collect(run_dir) if trials is None else trials
     if not trials:
         raise M2DError(f"{run_dir}: no finished trial (trials/*/grid.csv with items.npz)")
     describe = json.loads((run_dir / "study.json").read_text()) if (run_dir / "study.json").is_file() else {}

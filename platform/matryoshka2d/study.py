@@ -320,19 +320,16 @@ class StudyRun(Sweep):
                                                                                           a.backend)
 
     def _prepare(self, configs: dict) -> None:
-        """Once, before any trial: mine the hard negatives every retrieval row trains on."""
-        from .mining import ensure_mined
+        """Once, before any trial: the hard negatives every retrieval row (and seed) trains on."""
+        from .mining import premine
 
-        done = set()
+        seeds = []
         for cfg in configs.values():
-            if cfg.data.hard_negatives:
-                for seed in range(self.args.seeds):
-                    one = cfg.model_copy(deep=True)
-                    one.train.seed = cfg.train.seed + seed
-                    path = ensure_mined(one)
-                    if path not in done:
-                        print(f"reproduce: hard negatives {path}", flush=True)
-                        done.add(path)
+            for offset in range(self.args.seeds):
+                one = cfg.model_copy(deep=True)
+                one.train.seed = cfg.train.seed + offset
+                seeds.append(one)
+        premine(seeds, "reproduce")
 
     def _new_tuner(self, setup, objectives, num_samples, concurrency, run_name, cfg):
         from ray import tune
@@ -353,12 +350,13 @@ class StudyRun(Sweep):
 
         (run_dir / "study.json").write_text(json.dumps(self.describe(), indent=2))
         expected = len(self._selected()) * self.args.seeds
-        finished = sum(len(v) for v in report.collect(run_dir).values())
+        trials = report.collect(run_dir)
+        finished = sum(len(v) for v in trials.values())
         if finished < expected:  # interrupted (Ctrl-C) or failed rows: no table from part of a study
             print(f"reproduce: {finished} of {expected} trials finished; the tables need all of them: continue "
                   f"with --resume {run_dir}", file=sys.stderr)
             return 1
-        out = report.analyse(run_dir, self.study, self._selected(), self.args.bootstrap)
+        out = report.analyse(run_dir, self.study, self._selected(), self.args.bootstrap, trials)
         from . import tracking
 
         for path in out:

@@ -180,10 +180,9 @@ class Sweep:
         check_run(cfg)
         space = load_space(a.space, validate=lambda over: check_run(load_config(a.preset, deep_merge(base, over))))
         backend = choose_backend(a.workers_per_trial, a.backend)
-        if cfg.data.hard_negatives:  # mined once here, not by every concurrent trial
-            from .mining import ensure_mined
+        from .mining import premine
 
-            print(f"sweep: hard negatives {ensure_mined(cfg)}", flush=True)
+        premine([cfg], "sweep")
         return objectives, base, cfg, space, backend
 
     # -- the run ----------------------------------------------------------------------------------------
