@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import stat
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -165,11 +167,26 @@ def test_token_file_is_created_owner_only(tmp_path, monkeypatch):
         monkeypatch.delenv(var, raising=False)
     path = ensure_token()
     assert path == tmp_path / ".ray" / "auth_token" and stat.S_IMODE(path.stat().st_mode) == 0o600
-    assert len(path.read_text()) == 64 and os.environ["RAY_AUTH_MODE"] == "token"
+    assert len(path.read_text()) == 64 and "RAY_AUTH_MODE" not in os.environ  # ray.init turns token mode on
     assert ensure_token() is None  # an existing token is used as it is
     monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
     path.unlink()
     assert ensure_token() is None and not path.exists()
+
+
+def test_first_local_cluster_on_a_fresh_home_starts_with_token_auth(tmp_path):
+    """Regression: with ray imported before the token was written (every driver does), the GCS got token
+    mode from the env while this process's cached config said disabled, and the first run on a new home died."""
+    code = ("import ray\nfrom matryoshka2d.cluster import start_or_join\n"
+            "assert start_or_join(num_cpus=1, include_dashboard=False)\n"
+            "from ray._raylet import AuthenticationMode, get_authentication_mode\n"
+            "assert get_authentication_mode() == AuthenticationMode.TOKEN\nprint('auth token', ray.cluster_resources())\n"
+            "ray.shutdown()\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH") and k != "RAY_ADDRESS"}
+    env["HOME"] = str(tmp_path)
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "auth token" in out.stdout and (tmp_path / ".ray" / "auth_token").exists()
 
 
 def test_unschedulable_names_what_the_cluster_has():

@@ -57,7 +57,8 @@ def ensure_token() -> Path | None:
         return None
     with os.fdopen(fd, "w") as fh:
         fh.write(secrets.token_hex(32))
-    os.environ["RAY_AUTH_MODE"] = "token"
+    # RAY_AUTH_MODE stays unset: ray.init then turns token mode on itself, in this process's cached RayConfig
+    # as well as the env its GCS inherits (setting the env here, after ray was imported, left the two apart)
     return path
 
 
