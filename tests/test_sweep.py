@@ -103,6 +103,18 @@ def test_sweep_end_to_end_torchtrainer_two_workers(tiny, tmp_path, env):
     assert parent.data.metrics["best/stsb/spearman/grid_mean"] > 0
     assert len(trials) == 2 and {r.data.tags["mlflow.parentRunId"] for r in trials} == {parent.info.run_id}
     assert len({r.data.tags["m2d.trial_id"] for r in trials}) == 2
+    # the parent's comparison of both trials; the baseline is the first trial (both run the base preset's method)
+    summary = {a.path for a in mlf.list_artifacts(parent.info.run_id, "summary")}
+    assert {f"summary/stsb_spearman_{kind}.png" for kind in ("runs", "vs_baseline", "best_run")} <= summary, summary
+    assert {"summary/cells.csv", "summary/leaderboard_stsb_spearman.json"} <= summary
+    first = min(trials, key=lambda r: r.info.start_time)
+    assert parent.data.tags["m2d.baseline_trial"] == first.info.run_id
+    board = json.loads(Path(mlf.download_artifacts(parent.info.run_id, "summary/leaderboard_stsb_spearman.json",
+                                                   str(tmp_path / "board"))).read_text())
+    col = board["columns"].index
+    assert {row[col("run_id")] for row in board["data"]} == {r.info.run_id for r in trials}
+    assert [row[col("vs_baseline")] for row in board["data"] if row[col("run_id")] == first.info.run_id] == [0.0]
+    assert sum(row[col("cells_won")] for row in board["data"]) == len(LAYERS) * len(DIMS)
     for run in trials:
         assert run.info.status == "FINISHED", run.info
         tags, params, metrics = run.data.tags, run.data.params, run.data.metrics
@@ -112,21 +124,29 @@ def test_sweep_end_to_end_torchtrainer_two_workers(tiny, tmp_path, env):
         assert params["train.seed"] == "42" and params["method.layer_weighting"] and params["sweep.method.layer_weighting"]
         assert params["eval.dims"] == json.dumps(DIMS, separators=(",", ":"))
         # every configured cell at the intermediate eval (step 5) and the final one (step 10)
-        names = {f"stsb/spearman/L{layer}_D{dim}" for layer in LAYERS for dim in DIMS}
+        names = {f"stsb/spearman/cell/L{layer:02d}_D{dim:04d}" for layer in LAYERS for dim in DIMS}
         assert names <= set(metrics), sorted(names - set(metrics))[:5]
-        assert [m.step for m in mlf.get_metric_history(run.info.run_id, "stsb/spearman/L3_D16")] == [5, 10]
+        assert [m.step for m in mlf.get_metric_history(run.info.run_id, "stsb/spearman/cell/L03_D0016")] == [5, 10]
         for summary in ("grid_mean", "sublayer_mean", "lowdim_mean", "full", "worst_cell"):
             assert f"stsb/spearman/{summary}" in metrics
         assert {"loss", "lr", "loss/task", "m2d/loop_s"} <= set(metrics)
         artifacts = {a.path for a in mlf.list_artifacts(run.info.run_id)}
-        assert {"grid.csv", "config.yaml", "heatmaps"} <= artifacts
+        assert {"grid.csv", "grid.json", "config.yaml", "heatmaps", "images"} <= artifacts
         assert {a.path for a in mlf.list_artifacts(run.info.run_id, "heatmaps")} == {"heatmaps/heatmap_stsb_spearman.png"}
+        # the chart view's images: one heatmap per evaluation, keyed by dataset/metric, at its step
+        images = [a.path for a in mlf.list_artifacts(run.info.run_id, "images") if a.path.endswith(".png")]
+        assert sorted(int(p.split("+step+")[1].split("+")[0]) for p in images) == [5, 10], images
+        assert all(p.startswith("images/heatmap~stsb~spearman+step+") for p in images), images
+        assert json.loads(tags["mlflow.loggedArtifacts"]) == [{"path": "grid.json", "type": "table"}]
+        table = json.loads(Path(mlf.download_artifacts(run.info.run_id, "grid.json", str(tmp_path / "t"))).read_text())
+        steps = [row[table["columns"].index("step")] for row in table["data"]]
+        assert sorted(set(steps)) == [5, 10] and len(steps) == 2 * len(LAYERS) * len(DIMS)
         grid = Path(mlf.download_artifacts(run.info.run_id, "grid.csv", str(tmp_path / run.info.run_id)))
         rows = grid.read_text().splitlines()[1:]
         assert len(rows) == len(LAYERS) * len(DIMS)
         for row in rows:  # the logged final value of each cell is the CSV's
             ds, _, metric, layer, dim, value = row.split(",")
-            assert metrics[f"{ds}/{metric}/L{layer}_D{dim}"] == pytest.approx(float(value), abs=1e-9)
+            assert metrics[f"{ds}/{metric}/cell/L{int(layer):02d}_D{int(dim):04d}"] == pytest.approx(float(value), abs=1e-9)
     retried = [r for r in trials if r.data.tags.get("m2d.resumed_from_step")]
     assert len(retried) == 1, "the injected worker crash was not retried from its checkpoint"
     assert retried[0].data.tags["m2d.resumed_from_step"] == "5" and retried[0].data.tags["m2d.resumed_from"] == "ray"
@@ -183,6 +203,13 @@ def test_killed_sweep_resumes_without_duplicate_runs(tiny, tmp_path, env):
                                                              for r in trials]
     for run in trials:  # resumed trials continue their own run: one history, no second run
         assert run.data.tags["mlflow.parentRunId"] == parents[0].info.run_id
+        # every trial, also one ASHA stopped at its first evaluation, has its grid, table, config and heatmaps
+        files = {a.path for a in mlf.list_artifacts(run.info.run_id)}
+        assert {"grid.csv", "grid.json", "config.yaml", "heatmaps", "images"} <= files, (run.data.tags, files)
+    # the summary is written by the resumed driver, over all three trials
+    board = json.loads(Path(mlf.download_artifacts(parents[0].info.run_id, "summary/leaderboard_stsb_spearman.json",
+                                                   str(tmp_path / "board"))).read_text())
+    assert len(board["data"]) == 3
 
 
 def test_dead_tracking_server_is_one_line_before_training(tmp_path, env, capsys, monkeypatch):

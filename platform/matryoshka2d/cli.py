@@ -30,6 +30,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_eval(sub)
     _add_train(sub)
+    _add_compare(sub)
+    _add_report(sub)
+    _add_pick(sub)
+    _add_export(sub)
     return parser
 
 
@@ -89,8 +93,16 @@ def _add_eval(sub) -> None:
     p.add_argument("--similarity", choices=("cos", "dot"), default="cos", help="retrieval scoring (STS is cosine)")
     p.add_argument("--fixed-docs", action="store_true",
                    help="retrieval: documents always from the last layer, queries at each (layer, dim)")
+    p.add_argument("--precision", default="float32", metavar="LIST",
+                   help="comma list of float32, int8, binary, int8+rescore, binary+rescore: every cell is also scored "
+                        "quantized (rows '<metric>/<precision>'; '+rescore' is retrieval only)")
+    p.add_argument("--rescore-multiplier", type=int, default=4, metavar="M",
+                   help="+rescore: M x top-k binary/int8 candidates re-ranked by the float query (default 4)")
     p.add_argument("--data-dir", default=None, help="data root (default: $M2D_DATA_DIR or the project's data dir)")
     p.add_argument("--ray", action="store_true", help="score cells as Ray tasks (ray.init(); honours RAY_ADDRESS)")
+    p.add_argument("--latency", action="store_true",
+                   help="also measure query-encoding latency per layer at batch 1 and 128 on this machine "
+                        "(latency.json, for m2d pick)")
     p.add_argument("--out", required=True, help="output directory")
     p.set_defaults(func=_cmd_eval)
 
@@ -100,6 +112,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from .cells import parse_dims, parse_layers
     from .encoder import load_encoder
     from .evaluate import check_evaluable, evaluate_grid
+    from .evaluate.grid import check_precisions
+    from .evaluate.precision import parse_precisions
     from .plots import heatmap, heatmap_name
     from .preflight import check_max_length, model_shape
 
@@ -110,17 +124,22 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     layers = parse_layers(args.layers, shape.num_layers, "--layers")
     dims = parse_dims(args.dims, shape.hidden_size, "--dims")
     check_max_length(args.max_length, shape, "--max-length")
+    precisions = parse_precisions(args.precision, "--precision")
+    if args.rescore_multiplier < 1:
+        raise M2DError(f"--rescore-multiplier: {args.rescore_multiplier} must be an integer >= 1")
     names, sts_avg = data.expand_eval_names(args.data, args.data_dir)
     datasets = [data.load(name, split=args.split, data_dir=args.data_dir) for name in names]
     for ds in datasets:
         check_evaluable(ds)
+    check_precisions(datasets, precisions)
     encoder = load_encoder(args.model, pooling=args.pooling, max_length=args.max_length)
     out = _make_out_dir(args.out)  # before the long encode, so an unwritable --out fails at once
     started_ray = args.ray and _start_ray()
     try:
         result = evaluate_grid(encoder, datasets, layers, dims, batch_size=args.batch_size,
                                similarity=args.similarity, sts_avg=sts_avg,
-                               fixed_documents=args.fixed_docs)
+                               fixed_documents=args.fixed_docs, precisions=precisions,
+                               rescore_multiplier=args.rescore_multiplier)
     finally:
         if started_ray:
             import ray
@@ -134,7 +153,205 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     print(format_grid(result))
     t = result.timings
     print(f"encode {t['encode_s']:.1f}s  score {t['score_s']:.1f}s  total {t['total_s']:.1f}s  -> {out}")
+    if args.latency:
+        _write_latency(encoder, datasets, out / "latency.json")
     return 0
+
+
+def _write_latency(encoder, datasets, path: Path) -> None:
+    """Latency of the evaluated texts (queries for retrieval, sentences for STS), measured last: it cuts the encoder."""
+    from .evaluate import retrieval, sts
+    from .pick import format_latency, load_latency, measure_latency
+
+    texts: list[str] = []
+    for ds in datasets:
+        texts += retrieval.prepare(ds)[1] if hasattr(ds, "qrels") else sts.unique_sentences(ds)[0]
+    path.write_text(json.dumps(measure_latency(encoder, texts), indent=2) + "\n")
+    print(format_latency(load_latency(path)) + f"\n-> {path}")
+
+
+def _add_export(sub) -> None:
+    p = sub.add_parser("export", help="write one (layer, dim) cell as a standalone SentenceTransformer model",
+                       description="Cut the encoder to LAYER blocks and save it with truncation to DIM and "
+                                   "normalisation (the grid's cell); SentenceTransformer(OUT) loads it as is. "
+                                   "Prints and writes OUT/export.json: sizes on disk and encode speed vs the full model.")
+    p.add_argument("model", metavar="MODEL_DIR", help="m2d train output dir (its model/), model dir or alias (minilm-l6)")
+    p.add_argument("--layer", type=int, required=True, help="blocks to keep, 1..L")
+    p.add_argument("--dim", type=int, required=True, help="embedding dims to keep, 1..H")
+    p.add_argument("--out", required=True, help="a new or empty folder")
+    p.add_argument("--force", action="store_true",
+                   help="replace a previous export in --out (a folder with export.json); other folders are never deleted")
+    p.add_argument("--bench", type=int, default=256, metavar="N",
+                   help="time encoding N STS-B test sentences, export vs full model (default 256; 0 skips)")
+    p.add_argument("--data-dir", default=None, help="data root for --bench (default: $M2D_DATA_DIR or ./data)")
+    p.set_defaults(func=_cmd_export)
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from .export import export_cell, format_report
+
+    _quiet_transformers()
+    report = export_cell(args.model, args.layer, args.dim, args.out, force=args.force, bench=args.bench,
+                         data_dir=args.data_dir)
+    print(format_report(report))
+    print(f"-> {args.out}")
+    return 0
+
+
+def _add_sources(p) -> None:
+    p.add_argument("sources", nargs="+", metavar="RUN_OR_DIR",
+                   help="m2d train / m2d eval output dirs (or grid.csv files), MLflow run ids, or a sweep's parent run "
+                        "id (= all its trials)")
+    p.add_argument("--baseline", default=None,
+                   help="the run the difference grids subtract: a label, dir or run id (default: the first run)")
+    p.add_argument("--tracking-uri", default=None, help="MLflow store for run ids (default $MLFLOW_TRACKING_URI, else "
+                                                        "sqlite:///$M2D_HOME/mlflow.db)")
+
+
+def _add_compare(sub) -> None:
+    p = sub.add_parser("compare", help="several runs' layer x dim grids side by side",
+                       description="Small multiples of every run's grid on one colour scale, each run minus a "
+                                   "baseline, the best run per cell, leaderboards, and cells.csv (every cell of every "
+                                   "run), per dataset x metric.")
+    _add_sources(p)
+    p.add_argument("--out", required=True, help="output directory")
+    p.set_defaults(func=_cmd_compare)
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from . import compare
+
+    out = _make_out_dir(args.out)
+    entries = compare.load(args.sources, args.tracking_uri, out / "grids")
+    base = compare.baseline_index(entries, args.baseline)
+    written = compare.write(entries, out, base)
+    for ds, metric, rows in written["leaderboards"]:
+        print(compare.format_leaderboard(rows, f"{ds} {metric} (baseline {entries[base].label})") + "\n")
+    print(f"compare: {len(entries)} runs, {len(written['figures'])} figures, cells.csv -> {out}")
+    return 0
+
+
+def _add_report(sub) -> None:
+    p = sub.add_parser("report", help="one self-contained HTML page for a sweep or a reproduction study",
+                       description="A reproduction study's folder (its run dir or experiments/results/<name>: claims, "
+                                   "figures, tables) or a sweep (its run dir, its parent run id, or any runs as for "
+                                   "m2d compare) as one HTML file that opens from disk with no server.")
+    _add_sources(p)
+    p.add_argument("--out", required=True, help="the HTML file to write")
+    p.set_defaults(func=_cmd_report)
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    import tempfile
+
+    from . import compare, page
+
+    out = Path(args.out)
+    if out.is_dir() or out.suffix.lower() not in (".html", ".htm"):
+        raise M2DError(f"--out: {out} must be an .html file path")
+    first = Path(args.sources[0]).expanduser()
+    if len(args.sources) == 1 and ((first / "report.md").is_file() or (first / "tables" / "report.md").is_file()):
+        text = page.study_page(first)
+    else:
+        sources = args.sources
+        if len(sources) == 1 and (first / "trials").is_dir():  # a sweep's run dir
+            sources = [str(p) for p in page.sweep_folder(first)]
+        with tempfile.TemporaryDirectory(prefix="m2d-report-") as tmp:
+            entries = compare.load(sources, args.tracking_uri, Path(tmp) / "grids")
+            base = compare.baseline_index(entries, args.baseline)
+            written = compare.write(entries, Path(tmp), base)
+            title = f"Comparison of {len(entries)} runs" + (f": {first.name}" if first.exists() else "")
+            text = page.comparison_page(title, entries, written, base)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text)
+    except OSError as err:
+        raise M2DError(f"--out: cannot write {out} ({err.strerror or err})") from None
+    print(f"report: {out} ({out.stat().st_size / 1e6:.1f} MB, self-contained)")
+    return 0
+
+
+def _add_pick(sub) -> None:
+    p = sub.add_parser("pick", help="the best (layer, dim, precision) cell within a latency and size budget",
+                       description="Every cell costs query-encoding latency (an encoder cut to its layer, measured on "
+                                   "this machine: latency.json from m2d eval --latency) and bytes per vector (dim x "
+                                   "bytes per value at its precision). Prints the best cell within the budget and the "
+                                   "Pareto frontier of quality, latency and bytes; writes frontier.png/csv.")
+    p.add_argument("source", metavar="RUN_OR_GRID", help="an m2d eval / m2d train output dir, a grid.csv, or an MLflow "
+                                                          "run id (the frontier plot is logged to that run)")
+    p.add_argument("--metric", default=None, help="<dataset>/<metric>, e.g. scifact/ndcg@10 (default: the grid's first)")
+    p.add_argument("--max-latency-ms", type=float, default=None, help="budget: ms per query batch (see --batch)")
+    p.add_argument("--max-bytes", type=float, default=None, help="budget: bytes per stored vector")
+    p.add_argument("--batch", type=int, default=1, help="the batch size whose latency counts (measured: 1 and 128)")
+    p.add_argument("--latency", default=None, metavar="JSON_OR_MODEL",
+                   help="latency.json, or a model dir to measure now (default: latency.json beside the grid, else "
+                        "the run's model/)")
+    p.add_argument("--tracking-uri", default=None, help="MLflow store for run ids")
+    p.add_argument("--out", default=None, help="where frontier.png and frontier.csv go (default: beside the grid)")
+    p.set_defaults(func=_cmd_pick)
+
+
+def _cmd_pick(args: argparse.Namespace) -> int:
+    import tempfile
+
+    from . import compare, pick
+
+    for flag, value in (("--max-latency-ms", args.max_latency_ms), ("--max-bytes", args.max_bytes)):
+        if value is not None and not value > 0:
+            raise M2DError(f"{flag}: must be a positive number, got {value:g}")
+    entry = compare.load([args.source], args.tracking_uri, Path(tempfile.mkdtemp(prefix="m2d-pick-")))[0]
+    home = Path(entry.source) if entry.run_id is None else None
+    grid = entry.grid
+    metric = args.metric or f"{grid.datasets()[0]}/{grid.metrics(grid.datasets()[0])[0]}"
+    out = _make_out_dir(args.out) if args.out else (home if home else Path(tempfile.mkdtemp(prefix="m2d-pick-")))
+    latency_path = _latency_file(args.latency, home, out)
+    latency = pick.load_latency(latency_path)
+    candidates = pick.cells(grid, metric, latency, args.batch)
+    front = pick.frontier(candidates)
+    chosen = pick.best(candidates, args.max_latency_ms, args.max_bytes)
+    hw = latency["hardware"]
+    where = f"{hw['processor']}, {hw['torch_threads']} threads, batch {args.batch}"
+    print(f"pick: {metric}; latency from {latency_path} ({where})")
+    budget = (f"<= {args.max_latency_ms:g} ms" if args.max_latency_ms else "any latency") + ", " + \
+             (f"<= {args.max_bytes:g} bytes" if args.max_bytes else "any size")
+    if chosen is None:
+        print(f"no cell fits {budget}; the cheapest is {min(c.latency_ms for c in candidates):.2f} ms, "
+              f"{min(c.bytes for c in candidates)} bytes")
+    else:
+        print(f"best within {budget}:\n" + pick.format_cells([chosen], metric))
+    print(f"\nPareto frontier ({len(front)} of {len(candidates)} cells):\n" + pick.format_cells(front, metric))
+    png = pick.plot_frontier(candidates, front, chosen, metric, where, (args.max_latency_ms, args.max_bytes),
+                             out / "frontier.png")
+    csv_path = pick.write_csv(front, out / "frontier.csv")
+    if entry.run_id:
+        from . import tracking
+
+        mlf = tracking.client(tracking.resolve_tracking_uri(args.tracking_uri))
+        for path in (png, csv_path, latency_path):
+            mlf.log_artifact(entry.run_id, str(path), artifact_path="pick")
+        print(f"pick: frontier logged to MLflow run {entry.run_id} (pick/)")
+    print(f"-> {png}")
+    return 0 if chosen is not None else 1
+
+
+def _latency_file(given: str | None, home: Path | None, out: Path) -> Path:
+    """latency.json as given, found beside the grid, or measured now (into ``out``) for a given model dir or the run's
+    ``model/``."""
+    from .encoder import load_encoder
+    from .export import bench_texts
+    from .pick import measure_latency
+
+    candidates = [Path(given).expanduser()] if given else ([home / "latency.json", home / "model"] if home else [])
+    for path in candidates:
+        if path.is_file():
+            return path
+        if path.is_dir() and (path / "config.json").is_file():
+            print(f"pick: measuring query latency of {path} (batch 1 and 128, every layer)")
+            target = out / "latency.json"
+            target.write_text(json.dumps(measure_latency(load_encoder(str(path)), bench_texts(512)), indent=2) + "\n")
+            return target
+    raise M2DError("--latency: no latency.json beside the grid and no model to measure; run m2d eval --latency, or "
+                   "pass --latency latency.json|MODEL_DIR")
 
 
 def _make_out_dir(path: str) -> Path:

@@ -308,7 +308,7 @@ class Reporter:
         self.started = time.perf_counter()
         self._mlf = None
         self._metrics: list = []  # mlflow Metric objects not logged yet, oldest first
-        self._files: list[tuple[Path, str | None]] = []  # final artifacts not uploaded yet
+        self._files: list[tracking.Upload] = []  # artifacts and images not uploaded yet, oldest first
         self._down_since: float | None = None  # first failure of the current outage
         self._retry_at, self._delay = 0.0, 1.0
 
@@ -334,8 +334,11 @@ class Reporter:
             cells = tracking.cell_metrics(grid) if grid is not None else {}
             self._metrics += tracking.metric_entities({**scalars, **cells, **summaries}, step)
             out = Path(self.setup["out_dir"])
-            if final and grid is not None:
-                self._files += tracking.final_artifacts(out, grid)
+            if grid is not None:  # every evaluation: a trial stopped early (ASHA) still has its latest grid
+                new = tracking.grid_uploads(out, grid, step)
+                # staged files are rewritten in place: a still pending upload of an older copy is dropped
+                files = {(u.path, u.folder) for u in new if u.key is None}
+                self._files = [u for u in self._files if u.key is not None or (u.path, u.folder) not in files] + new
             self.flush(wait=final)
             if final and grid is not None:
                 (out / "timing.json").write_text(json.dumps({"loop_s": scalars["m2d/loop_s"]}))
@@ -376,8 +379,7 @@ class Reporter:
             self.mlf.log_batch(run_id, metrics=self._metrics[:1000])  # MLflow's per-request limit
             del self._metrics[:1000]
         while self._files:
-            path, folder = self._files[0]
-            self.mlf.log_artifact(run_id, str(path), artifact_path=folder)  # same path again: overwritten
+            self._files[0].send(self.mlf, run_id)
             del self._files[0]
 
     def _failed(self, err: Exception) -> None:
@@ -434,7 +436,8 @@ def run_trial(params: dict, setup: TrialSetup) -> None:
         tracking.child_run, mlf, setup.experiment_id, setup.parent_run_id, trial_id, run_name[:250],
         params={**tracking.flat_params(cfg.model_dump(mode="json")), **{f"sweep.{k}": v for k, v in labels.items()},
                 "sweep.backend": setup.backend, "sweep.workers": str(setup.workers)},
-        tags={**setup.tags, tracking.SWEEP_TAG: Path(setup.run_dir).name, "m2d.method": cfg.method.name,
+        tags={**setup.tags, **tracking.table_tag("grid.json"), tracking.SWEEP_TAG: Path(setup.run_dir).name,
+              "m2d.method": cfg.method.name,
               "m2d.train_seed": str(cfg.train.seed)}, what=f"trial {trial_id}: MLflow run")
     out_dir = Path(setup.run_dir) / "trials" / trial_id
     out_dir.mkdir(parents=True, exist_ok=True)

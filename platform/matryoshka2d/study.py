@@ -14,6 +14,7 @@ import argparse
 import copy
 import json
 import os
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -179,7 +180,7 @@ def row_config(study: Study, row: Row):
 
 # -- the command -----------------------------------------------------------------------------------------------
 def build_parser(description: str) -> argparse.ArgumentParser:
-    from .sweep import _Formatter
+    from .sweep import _Formatter, add_baseline
 
     p = OneLineParser(prog="reproduce.py", description=description, formatter_class=_Formatter)
     p.add_argument("--study", default=None, help="sts, retrieval, all, or a study YAML path")
@@ -211,6 +212,7 @@ def build_parser(description: str) -> argparse.ArgumentParser:
     p.add_argument("--max-concurrent", type=int, default=None)
     p.add_argument("--max-failures", type=int, default=2)
     p.add_argument("--schedule-timeout", type=float, default=600)
+    add_baseline(p)
     # the sweep driver's fields a study does not vary
     p.set_defaults(smoke=False, num_samples=1, scheduler="fifo", seed=0, objective=None, preset="full",
                    space="", fault_at_step=0)
@@ -310,6 +312,8 @@ class StudyRun(Sweep):
             except M2DError as err:
                 raise M2DError(f"row {row.label}: {err}") from None
         self.rows = {r.label: {"preset": r.preset, "overrides": row_overrides(self.study, r)} for r in rows}
+        if a.baseline and not re.fullmatch(r"[0-9a-f]{32}|\w+_\d{5}", a.baseline) and a.baseline not in self.rows:
+            raise M2DError(f"--baseline: {a.baseline!r} is no row of this run; allowed: {', '.join(self.rows)}")
         first = configs[rows[0].label]
         params = [Param(ROW, "grid", labels=[r.label for r in rows])]
         if a.seeds > 1:

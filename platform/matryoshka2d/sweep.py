@@ -80,8 +80,15 @@ def build_parser(prog: str, description: str, preset: str, experiment: str, spac
     p.add_argument("--schedule-timeout", type=float, default=600,
                    help="on a cluster given by --address: seconds to wait for one trial's resources to appear "
                         "(autoscaling) before failing; a local cluster refuses a trial that cannot fit at once")
+    add_baseline(p)
     p.add_argument("--fault-at-step", type=int, default=0, help=argparse.SUPPRESS)  # test hook
     return p
+
+
+def add_baseline(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--baseline", default=None, metavar="TRIAL",
+                   help="the trial the parent run's difference heatmaps subtract: a trial id, run id or study row "
+                        "(default: the first trial of the base preset's method)")
 
 
 def main(argv: Sequence[str] | None = None, *, sweep: str, description: str, preset: str = "v2",
@@ -278,6 +285,7 @@ class Sweep:
             code = tracking.retry(self._finish, mlf, setup.experiment_id, parent, results, objectives,
                                   what="reconciling the MLflow runs")
             code = self._after(mlf, parent, run_dir, code)
+            self._summarise(mlf, parent, run_dir)
             status = "FINISHED" if code == 0 else "FAILED"
             return code
         except KeyboardInterrupt:
@@ -300,6 +308,22 @@ class Sweep:
         a = self.args
         return build_tuner(setup, objectives, num_samples, a.seed, a.scheduler, concurrency, str(self.storage),
                            run_name, cfg.train.max_steps, cfg.eval.every_steps)
+
+    def _summarise(self, mlf, parent: str, run_dir: Path) -> None:
+        """The parent run's comparison of every trial's grid (again on each --resume); a warning if it cannot be made,
+        never a failed sweep: the trials' own runs hold everything it is made from."""
+        from . import compare
+
+        try:
+            written = tracking.retry(tracking.log_sweep_summary, mlf, parent, run_dir / "summary", self.args.baseline,
+                                     what="the sweep's summary")
+        except M2DError as err:
+            print(f"sweep: warning: no summary on the parent run: {err}", file=sys.stderr)
+            return
+        for ds, metric, rows in written["leaderboards"]:
+            print("\n" + compare.format_leaderboard(rows, f"{ds} {metric} (vs_baseline: mean difference to the "
+                                                         f"baseline trial over shared cells)"))
+        print(f"sweep: summary figures and leaderboards on the parent run (summary/) and in {run_dir / 'summary'}")
 
     def _after(self, mlf, parent: str, run_dir: Path, code: int) -> int:
         """After the trials (a study writes its tables here); returns the exit code."""

@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 import os
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
 
@@ -146,13 +147,18 @@ def client(uri: str) -> "MlflowClient":
     return MlflowClient(tracking_uri=uri)
 
 
+KIND_TAG = ("mlflow.experimentKind", "custom_model_development")  # the UI then opens on runs, not GenAI traces
+
+
 def ensure_experiment(mlf: "MlflowClient", name: str, uri: str) -> str:
     """The experiment's id, creating it with an absolute artifact location (restoring it if deleted)."""
     exp = mlf.get_experiment_by_name(name)
     if exp is None:
-        return mlf.create_experiment(name, artifact_location=artifact_root(uri))
+        return mlf.create_experiment(name, artifact_location=artifact_root(uri), tags=dict([KIND_TAG]))
     if exp.lifecycle_stage == "deleted":
         mlf.restore_experiment(exp.experiment_id)
+    if KIND_TAG[0] not in exp.tags:
+        mlf.set_experiment_tag(exp.experiment_id, *KIND_TAG)
     return exp.experiment_id
 
 
@@ -267,7 +273,10 @@ def _chunks(items: list, size: int) -> Iterable[list]:
 
 # -- grid results -----------------------------------------------------------------------------------------
 def cell_key(dataset: str, metric: str, layer: int, dim: int) -> str:
-    return f"{dataset}/{metric}/L{layer}_D{dim}"
+    """``<dataset>/<metric>/cell/L<ll>_D<dddd>``: zero-padded, so MLflow's columns sort L2 < L10 and D32 < D128; under
+    ``cell/``, so the chart view puts the cells in their own section (it groups by the key up to its last ``/``)
+    after the summaries' ``<dataset>/<metric>`` section. (Until 0.1.0: ``<dataset>/<metric>/L<l>_D<d>``.)"""
+    return f"{dataset}/{metric}/cell/L{layer:02d}_D{dim:04d}"
 
 
 def grid_summaries(grid: "GridResult") -> dict[str, float]:
@@ -296,28 +305,105 @@ def cell_metrics(grid: "GridResult") -> dict[str, float]:
     return {cell_key(r.dataset, r.metric, r.layer, r.dim): r.value for r in grid.rows}
 
 
-def final_artifacts(out_dir: Path, grid: "GridResult") -> list[tuple[Path, str | None]]:
-    """(file, artifact folder) of grid.csv, config.yaml and one heatmap PNG per dataset x metric (the heatmaps
-    are written here, into ``out_dir/heatmaps``)."""
+@dataclass(frozen=True)
+class Upload:
+    """One thing for a run's artifact store: a file (into ``folder``) or an image (``key``, ``step``) for the chart view."""
+
+    path: Path
+    folder: str | None = None
+    key: str | None = None
+    step: int = 0
+
+    def send(self, mlf: "MlflowClient", run_id: str) -> None:
+        if self.key is None:
+            mlf.log_artifact(run_id, str(self.path), artifact_path=self.folder)  # the same path again: overwritten
+        else:
+            from PIL import Image
+
+            with Image.open(self.path) as image:
+                mlf.log_image(run_id, image.convert("RGB"), key=self.key, step=self.step, synchronous=True)
+
+
+def grid_uploads(out_dir: Path, grid: "GridResult", step: int) -> list[Upload]:
+    """What a trial uploads at every evaluation, so a trial stopped early has them too: the grid (``grid.csv``;
+    ``grid.json``, an MLflow table of every evaluation so far), the resolved ``config.yaml``, one heatmap per
+    dataset x metric under ``heatmaps/``, and each heatmap again as an image keyed ``heatmap/<dataset>/<metric>``
+    at this step (the chart view's image grid, with a step slider). Files are staged in ``out_dir/.mlflow``."""
     from .plots import heatmap, heatmap_name
 
     out_dir = Path(out_dir)
-    files: list[tuple[Path, str | None]] = [(p, None) for p in (out_dir / "grid.csv", out_dir / "config.yaml")
-                                            if p.is_file()]
-    plots = out_dir / "heatmaps"
-    plots.mkdir(exist_ok=True)
+    stage = out_dir / ".mlflow"
+    (stage / "heatmaps").mkdir(parents=True, exist_ok=True)
+    uploads = [Upload(grid.to_csv(stage / "grid.csv")), Upload(write_grid_table(stage / "grid.json", grid, step))]
+    if (out_dir / "config.yaml").is_file():
+        uploads.append(Upload(out_dir / "config.yaml"))
     for ds in grid.datasets():
         for metric in grid.metrics(ds):
-            files.append((heatmap(grid, ds, metric, plots / heatmap_name(ds, metric)), "heatmaps"))
-    return files
+            png = heatmap(grid, ds, metric, stage / "heatmaps" / heatmap_name(ds, metric),
+                          title=f"{ds} {metric} (step {step})")
+            image = stage / "images" / f"{png.stem}_step{step:06d}.png"  # its own file: the next step overwrites png
+            image.parent.mkdir(exist_ok=True)
+            image.write_bytes(png.read_bytes())
+            uploads += [Upload(png, "heatmaps"), Upload(image, key=mlflow_key(f"heatmap/{ds}/{metric}"), step=step)]
+    return uploads
 
 
-def log_final_artifacts(mlf: "MlflowClient", run_id: str, out_dir: Path, grid: "GridResult") -> list[Path]:
-    """Uploads :func:`final_artifacts`."""
-    files = final_artifacts(out_dir, grid)
-    for path, folder in files:
-        mlf.log_artifact(run_id, str(path), artifact_path=folder)
-    return [path for path, _ in files]
+TABLE = {"path": "grid.json", "type": "table"}  # the ``mlflow.loggedArtifacts`` entry that makes it a table
+
+
+def write_grid_table(path: Path, grid: "GridResult", step: int) -> Path:
+    """``path`` as an MLflow table (pandas "split" JSON, what ``log_table`` writes) holding every evaluation so far:
+    this step's rows replace an earlier copy of the same step (a retried trial), other steps are kept."""
+    import pandas as pd
+
+    frame = grid.as_frame().assign(step=int(step))
+    if path.is_file():
+        old = pd.read_json(path, orient="split")
+        frame = pd.concat([old[old["step"] != int(step)], frame], ignore_index=True)
+    frame.to_json(path, orient="split", index=False)
+    return path
+
+
+def table_tag(*paths: str) -> dict[str, str]:
+    """The tag that lists ``paths`` as tables in the MLflow UI (``log_table`` sets it; our tables are overwritten
+    in place, which ``log_table``, an append, cannot do)."""
+    import json
+
+    from mlflow.utils.mlflow_tags import MLFLOW_LOGGED_ARTIFACTS
+
+    return {MLFLOW_LOGGED_ARTIFACTS: json.dumps([{"path": p, "type": "table"} for p in paths])}
+
+
+def log_sweep_summary(mlf: "MlflowClient", parent: str, out_dir: Path, baseline: str | None = None) -> dict:
+    """On a sweep's parent run: every trial's grid as small multiples (one colour scale), each trial minus the
+    baseline trial (``baseline``, else the first trial of the parent's method), the best trial per cell, and a
+    leaderboard table; as files under ``summary/`` and as images keyed ``sweep/<dataset>/<metric>/<figure>``.
+    Written again on every (resumed) end, replacing the last. Returns what :func:`compare.write` wrote."""
+    import pandas as pd
+
+    from . import compare
+
+    entries = compare.from_mlflow(mlf, parent, Path(out_dir) / "grids")
+    compare.unique_labels(entries)
+    method = mlf.get_run(parent).data.tags.get("m2d.method")
+    base = compare.baseline_index(entries, baseline, method)
+    written = compare.write(entries, Path(out_dir), base)
+    step = len(entries)
+    for ds, metric, kind, path in written["figures"]:
+        mlf.log_artifact(parent, str(path), artifact_path="summary")
+        Upload(path, key=mlflow_key(f"sweep/{ds}/{metric}/{kind}"), step=step).send(mlf, parent)
+    tables = []
+    for path in written["tables"]:
+        mlf.log_artifact(parent, str(path), artifact_path="summary")
+    for ds, metric, rows in written["leaderboards"]:
+        table = Path(out_dir) / f"leaderboard_{compare.safe(ds)}_{compare.safe(metric)}.json"
+        pd.DataFrame(rows).to_json(table, orient="split", index=False)
+        mlf.log_artifact(parent, str(table), artifact_path="summary")
+        tables.append(f"summary/{table.name}")
+    mlf.set_tag(parent, "m2d.baseline_trial", entries[base].run_id or "")
+    for key, value in table_tag(*tables).items():
+        mlf.set_tag(parent, key, value)
+    return written
 
 
 # -- an unreachable tracking server -----------------------------------------------------------------------

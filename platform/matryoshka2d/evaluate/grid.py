@@ -14,7 +14,8 @@ import numpy as np
 from ..cells import parse_dims, parse_layers
 from ..data.types import RetrievalSet, STSPairs
 from ..errors import M2DError
-from . import retrieval, sts
+from . import quantized, retrieval, sts
+from .precision import FLOAT, is_rescored, parse_precisions, split_metric
 from .parallel import score_cells
 
 CSV_HEADER = ("dataset", "split", "metric", "layer", "dim", "value")
@@ -103,7 +104,8 @@ class GridResult:
 def evaluate_grid(encoder, datasets: Sequence[STSPairs | RetrievalSet], layers: str | Sequence[int] | None = None,
                   dims: str | Sequence[int] | None = None, batch_size: int = 64, similarity: str = "cos",
                   show_progress: bool | None = None, sts_avg: bool = False, ignore_identical_ids: bool = True,
-                  use_ray: bool | None = None, fixed_documents: bool = False, per_item: bool = False) -> GridResult:
+                  use_ray: bool | None = None, fixed_documents: bool = False, per_item: bool = False,
+                  precisions: str | Sequence[str] | None = None, rescore_multiplier: int = 4) -> GridResult:
     """Score every (layer, dim) cell on every dataset, encoding each text set once.
 
     ``similarity`` applies to retrieval ("cos": renormalise the truncated vectors; "dot": raw inner product,
@@ -112,17 +114,24 @@ def evaluate_grid(encoder, datasets: Sequence[STSPairs | RetrievalSet], layers: 
     ``ignore_identical_ids`` drops a retrieved doc whose id equals the query id, as BEIR's evaluate does.
     ``fixed_documents``: documents are always encoded by the last layer (queries at (l, d), documents at (L, d)),
     the seed's "fixed-doc" setting. ``per_item`` keeps the per-pair / per-query values (:attr:`GridResult.items`).
+    ``precisions`` (default float32 only) adds a third axis: each cell is also quantized (int8, binary, and their
+    ``+rescore`` retrieval variants, see :mod:`.precision`) and scored as ``<metric>/<precision>`` rows; the
+    embeddings are never re-encoded. ``rescore_multiplier``: candidates per kept hit for ``+rescore``.
     """
     if similarity not in SIMILARITIES:
         raise M2DError(f"similarity: unknown {similarity!r}; allowed {', '.join(SIMILARITIES)}")
     layers = parse_layers(layers, encoder.num_layers)
     dims = parse_dims(dims, encoder.hidden_size)
+    precisions = parse_precisions(precisions)
+    if not (isinstance(rescore_multiplier, int) and rescore_multiplier >= 1):
+        raise M2DError(f"rescore_multiplier: {rescore_multiplier!r} must be an integer >= 1")
     seen = set()
     for ds in datasets:
         check_evaluable(ds)
         if (ds.name, ds.split) in seen or ds.name == STS_AVG:
             raise M2DError(f"data: dataset name {ds.name!r} ({ds.split}) is given twice or reserved")
         seen.add((ds.name, ds.split))
+    check_precisions(datasets, precisions)
     cells = [(pos, d) for pos in range(len(layers)) for d in dims]
     rows: list[Row] = []
     items: dict[str, np.ndarray] = {}
@@ -144,6 +153,10 @@ def evaluate_grid(encoder, datasets: Sequence[STSPairs | RetrievalSet], layers: 
             raise M2DError(f"data: cannot evaluate {type(ds).__name__}; expected STSPairs or RetrievalSet")
         t1 = time.perf_counter()
         shared["per_item"] = per_item
+        if precisions != [FLOAT]:  # the float32-only path stays exactly as it was
+            shared.update(precisions=tuple(precisions), rescore_multiplier=rescore_multiplier)
+            if isinstance(ds, RetrievalSet):
+                shared["doc_ranks"] = quantized.doc_ranks(shared["doc_ids"])
         scores = score_cells(fn, shared, cells, use_ray)
         t2 = time.perf_counter()
         for (pos, dim), metrics in zip(cells, scores):
@@ -173,6 +186,14 @@ def check_evaluable(ds: STSPairs | RetrievalSet) -> None:
             raise M2DError(f"{where}: the qrels have no positive grade; every query would score 0")
 
 
+def check_precisions(datasets: Sequence[STSPairs | RetrievalSet], precisions: Sequence[str]) -> None:
+    """``+rescore`` is a search step, retrieval only: an STS set given only rescored precisions would get no row."""
+    sts_sets = [ds.name for ds in datasets if isinstance(ds, STSPairs)]
+    if sts_sets and all(is_rescored(p) for p in precisions):
+        raise M2DError(f"precision: {', '.join(precisions)} is retrieval only ('+rescore'); the STS set {sts_sets[0]} "
+                       f"needs float32, int8 or binary as well")
+
+
 def _encode_sts(encoder, ds: STSPairs, layers, batch_size, show_progress) -> dict:
     texts, idx1, idx2 = sts.unique_sentences(ds)
     emb = encoder.encode_layers(texts, layers, batch_size=batch_size, show_progress=show_progress, desc=ds.name)
@@ -189,17 +210,18 @@ def _encode_retrieval(encoder, ds: RetrievalSet, layers, batch_size, show_progre
 
 
 def _sts_avg_rows(rows: list[Row], sts_sets: list[STSPairs]) -> list[Row]:
-    """Per cell, the mean Spearman over the STS sets evaluated (the split is theirs if shared, else ``mixed``)."""
+    """Per cell and precision, the mean Spearman over the STS sets evaluated (the split is theirs if shared, else
+    ``mixed``)."""
     if not sts_sets:
         raise M2DError(f"data: {STS_AVG} needs at least one STS dataset")
     names = {ds.name for ds in sts_sets}
     splits = {ds.split for ds in sts_sets}
     split = splits.pop() if len(splits) == 1 else "mixed"
-    by_cell: dict[tuple[int, int], list[float]] = {}
+    by_cell: dict[tuple[str, int, int], list[float]] = {}
     for r in rows:
-        if r.dataset in names and r.metric == "spearman":
-            by_cell.setdefault((r.layer, r.dim), []).append(r.value)
-    return [Row(STS_AVG, split, "spearman", layer, dim, float(np.mean(v))) for (layer, dim), v in by_cell.items()]
+        if r.dataset in names and split_metric(r.metric)[0] == "spearman":
+            by_cell.setdefault((r.metric, r.layer, r.dim), []).append(r.value)
+    return [Row(STS_AVG, split, metric, layer, dim, float(np.mean(v))) for (metric, layer, dim), v in by_cell.items()]
 
 
 def summarize(result: GridResult, flat: bool = False) -> dict:

@@ -13,6 +13,7 @@ import torch
 from ..cells import truncate
 from ..data.types import RetrievalSet
 from ..errors import M2DError
+from .precision import FLOAT, metric_name
 
 TOP_K = 100
 METRICS = ("ndcg@10", "mrr@10", "recall@100")
@@ -93,15 +94,25 @@ def score_cell(shared: dict, pos: int, dim: int) -> dict:
     """Metrics of one cell; ``shared`` holds ``queries``/``corpus`` [layers, N, H] (numpy), ids, qrels, options.
 
     With ``fixed_documents`` the corpus holds one layer (the last): queries at (l, d), documents at (L, d).
-    With ``per_item`` the per-query values come back too, under ``"_items"``.
+    With ``per_item`` the per-query values come back too, under ``"_items"``. ``precisions`` (default float32)
+    adds ``<metric>/<precision>`` rows, searched by :func:`.quantized.search` (``doc_ranks``: its tie order).
     """
     normalize = shared["similarity"] == "cos"
     q = truncate(torch.from_numpy(shared["queries"][pos]), dim, normalize)
     c = truncate(torch.from_numpy(shared["corpus"][0 if shared.get("fixed_documents") else pos]), dim, normalize)
     extra = 1 if shared["ignore_identical_ids"] else 0  # room for a dropped self-match, as BEIR retrieves deeper
-    scores, idx = search(q, c, TOP_K + extra, shared.get("chunk_size", 50_000))
-    run = build_run(shared["qids"], shared["doc_ids"], scores, idx, TOP_K, shared["ignore_identical_ids"])
-    per_query = per_query_metrics(shared["qrels"], run)
+    per_query: dict[str, np.ndarray] = {}
+    for precision in shared.get("precisions") or (FLOAT,):
+        if precision == FLOAT:
+            scores, idx = search(q, c, TOP_K + extra, shared.get("chunk_size", 50_000))
+        else:
+            from . import quantized  # imports this module
+
+            scores, idx = quantized.search(q.numpy(), c.numpy(), precision, TOP_K + extra, shared["doc_ranks"],
+                                           shared.get("rescore_multiplier", 4))
+        run = build_run(shared["qids"], shared["doc_ids"], scores, idx, TOP_K, shared["ignore_identical_ids"])
+        per_query.update({metric_name(name, precision): values
+                          for name, values in per_query_metrics(shared["qrels"], run).items()})
     out: dict = {name: float(values.mean()) for name, values in per_query.items()}
     if shared.get("per_item"):
         out["_items"] = {name: values.astype(np.float32) for name, values in per_query.items()}

@@ -16,6 +16,8 @@ from scipy.stats import spearmanr
 
 from ..cells import truncate
 from ..data.types import STSPairs
+from . import quantized
+from .precision import FLOAT, is_rescored, metric_name
 
 
 def unique_sentences(pairs: STSPairs) -> tuple[list[str], np.ndarray, np.ndarray]:
@@ -44,10 +46,22 @@ def spearman(pred: Sequence[float], gold: Sequence[float]) -> float:
 
 def score_cell(shared: dict, pos: int, dim: int) -> dict:
     """Metrics of one cell; ``shared`` holds ``emb`` [layers, N_unique, H] (numpy), ``idx1``, ``idx2``, ``gold``.
-    With ``per_item`` the pair cosines come back too (``"_items"``), for a paired bootstrap over pairs."""
+    With ``per_item`` the pair cosines come back too (``"_items"``), for a paired bootstrap over pairs.
+    ``precisions`` (default float32) adds ``spearman/<precision>`` (``+rescore`` is retrieval only: skipped)."""
     emb = torch.from_numpy(shared["emb"][pos])
-    cosines = pair_cosines(emb, shared["idx1"], shared["idx2"], dim)
-    out: dict = {"spearman": spearman(cosines, shared["gold"])}
+    precisions = shared.get("precisions") or (FLOAT,)
+    out: dict = {}
+    items: dict = {}
+    if FLOAT in precisions:
+        items["cosine"] = pair_cosines(emb, shared["idx1"], shared["idx2"], dim)
+        out["spearman"] = spearman(items["cosine"], shared["gold"])
+    extra = [p for p in precisions if p != FLOAT and not is_rescored(p)]
+    if extra:
+        vecs = truncate(emb, dim, normalize=True).numpy()
+        for precision in extra:
+            scores = quantized.sts_scores(vecs, shared["idx1"], shared["idx2"], precision)
+            out[metric_name("spearman", precision)] = spearman(scores, shared["gold"])
+            items[metric_name("cosine", precision)] = scores
     if shared.get("per_item"):
-        out["_items"] = {"cosine": cosines.astype(np.float32)}
+        out["_items"] = {name: values.astype(np.float32) for name, values in items.items()}
     return out

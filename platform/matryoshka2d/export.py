@@ -1,0 +1,198 @@
+"""Export one (layer, dim) cell as a standalone SentenceTransformer folder.
+
+The encoder is cut to its first ``layer`` blocks (the dropped blocks' weights are not saved and never run),
+and sentence-transformers' own modules reproduce the grid's cell, ``normalize(pooled[:dim])``:
+Transformer -> Pooling -> Dense(H -> dim) -> Normalize, plus ``truncate_dim=dim`` in
+``config_sentence_transformers.json``. ST applies ``truncate_dim`` *after* every module, so Normalize alone
+followed by ``truncate_dim`` would give a truncated unit vector, not a unit vector; the Dense is a bias-free
+identity ``[:dim]`` rows of I_H with an Identity activation, an exact copy of the first ``dim`` values, placed
+before Normalize. ``SentenceTransformer(DIR)`` loads the folder without this package.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from .errors import M2DError
+
+REPORT = "export.json"
+ST_MODULES = ("Transformer", "Pooling", "Normalize")  # what a source may hold: the grid reads no other module
+
+
+def resolve_source(name: str) -> str:
+    """An ``m2d train`` output dir (its ``model/``), a model dir, an alias or a hub name."""
+    path = Path(name).expanduser()
+    if path.is_dir() and not (path / "config.json").is_file() and (path / "model" / "config.json").is_file():
+        return str(path / "model")
+    return name
+
+
+def check_source_modules(path: str) -> None:
+    """A source with modules beyond Transformer/Pooling/Normalize (e.g. an export's Dense) is not a full encoder."""
+    modules = Path(path) / "modules.json"
+    if not modules.is_file():
+        return
+    extra = [m.get("type", "?").rsplit(".", 1)[-1] for m in json.loads(modules.read_text())]
+    extra = [t for t in extra if t not in ST_MODULES]
+    if extra:
+        raise M2DError(f"MODEL_DIR: {path} has module(s) {', '.join(extra)} after pooling; export from the full "
+                       f"encoder (a model with only {', '.join(ST_MODULES)})")
+
+
+def check_cell(layer: int, dim: int, num_layers: int, hidden_size: int) -> None:
+    if not 1 <= layer <= num_layers:
+        raise M2DError(f"--layer: {layer} is out of range; allowed 1..{num_layers} (the model's blocks)")
+    if not 1 <= dim <= hidden_size:
+        raise M2DError(f"--dim: {dim} is out of range; allowed 1..{hidden_size} (the hidden size)")
+
+
+def check_out(out: str | Path, force: bool = False, source: str | None = None) -> Path:
+    """A new or empty folder; with ``force``, a previous export (it has ``export.json``) is replaced.
+
+    Any other non-empty folder is refused even with ``force``: nothing but an earlier export is deleted.
+    """
+    out = Path(out).expanduser()
+    if source and Path(source).exists() and out.resolve() == Path(source).resolve():
+        raise M2DError(f"--out: {out} is the source model folder; give a new folder")
+    if out.exists() and not out.is_dir():
+        raise M2DError(f"--out: {out} exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()):
+        if not force:
+            raise M2DError(f"--out: {out} is not empty; give a new folder, or --force to replace a previous export")
+        if not (out / REPORT).is_file():
+            raise M2DError(f"--out: {out} is not empty and holds no {REPORT} (not an m2d export); --force only "
+                           f"replaces a previous export, give a new folder")
+    return out
+
+
+def folder_bytes(path: str | Path) -> int:
+    """Bytes of every file under ``path`` (recursively)."""
+    return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
+
+
+def write_cell(encoder, layer: int, dim: int, out: Path):
+    """Cut ``encoder`` (in place) to ``layer`` blocks and save the cell to ``out``; returns the loaded ST model."""
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import Dense, Normalize
+
+    from .encoder import save_sentence_transformer, truncate_layers
+
+    hidden = encoder.hidden_size
+    truncate_layers(encoder, layer)
+    if out.exists():
+        shutil.rmtree(out)  # check_out allowed it: empty, or a previous export under --force
+    save_sentence_transformer(encoder, out)  # Transformer + Pooling with the source's pooling and max length
+    model = SentenceTransformer(str(out), device="cpu")
+    if dim < hidden:
+        model.append(Dense(hidden, dim, bias=False, activation_function=torch.nn.Identity(),
+                           init_weight=torch.eye(hidden)[:dim].clone()))
+    model.append(Normalize())
+    model.truncate_dim = dim
+    model.save(str(out), create_model_card=False)
+    return model
+
+
+def full_model(source_path: str, encoder):
+    """The source as an ST model (Transformer, Pooling, Normalize) with ``encoder``'s pooling and max length:
+    the reference the export's size and speed are compared with."""
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer
+
+    transformer = Transformer(source_path, max_seq_length=encoder.max_length)
+    return SentenceTransformer(modules=[transformer, Pooling(encoder.hidden_size, encoder.pooling), Normalize()],
+                               device="cpu")
+
+
+def encode_speed(model, texts: list[str], batch_size: int = 32, repeats: int = 3) -> float:
+    """Sentences per second: the best of ``repeats`` timed passes after one warm-up batch (CPU time is shared)."""
+    model.encode(texts[:batch_size], batch_size=batch_size)
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        model.encode(texts, batch_size=batch_size)
+        best = min(best, time.perf_counter() - t0)
+    return len(texts) / best
+
+
+def bench_texts(n: int, data_dir: str | None = None) -> list[str]:
+    """The first ``n`` unique STS-B test sentences (the speed sample)."""
+    from . import data
+    from .evaluate.sts import unique_sentences
+
+    return unique_sentences(data.load("stsb", split="test", data_dir=data_dir))[0][:n]
+
+
+def hardware() -> dict:
+    cpu = ""
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        cpu = next((line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
+                    if line.startswith("model name")), "")
+    return {"device": "cpu", "processor": cpu or platform.processor() or platform.machine(),
+            "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads()}
+
+
+def export_cell(source: str, layer: int, dim: int, out: str | Path, force: bool = False, bench: int = 256,
+                data_dir: str | None = None, batch_size: int = 32) -> dict:
+    """Write cell (``layer``, ``dim``) of ``source`` to ``out`` and return (and save as ``export.json``) its report:
+    sizes on disk and, with ``bench`` > 0, encode speeds of the export and the full model on ``bench`` STS-B sentences.
+    Every input is checked (config.json and file names only) before weights load."""
+    from .encoder import load_encoder, resolve_model_path
+    from .preflight import model_shape
+
+    name = resolve_source(source)
+    shape = model_shape(name)
+    check_cell(layer, dim, shape.num_layers, shape.hidden_size)
+    path = resolve_model_path(name)
+    check_source_modules(path)
+    out = check_out(out, force, path)
+    if bench < 0:
+        raise M2DError(f"--bench: {bench} is negative; give a number of sentences, 0 to skip timing")
+    if bench:
+        from . import data
+
+        data.check_files("--bench", "stsb", "test", data_dir)  # the speed sample; --bench 0 skips it
+    encoder = load_encoder(name, device="cpu")
+    pooling, max_length = encoder.pooling, encoder.max_length
+    full = full_model(path, encoder) if bench else None
+    with tempfile.TemporaryDirectory() as tmp:  # the full encoder in the export's own layout: a like-for-like size
+        from .encoder import save_sentence_transformer
+
+        full_bytes = folder_bytes(save_sentence_transformer(encoder, Path(tmp) / "full"))
+    model = write_cell(encoder, layer, dim, out)
+    report = {
+        "source": source, "source_path": path, "layer": layer, "dim": dim,
+        "num_layers": shape.num_layers, "hidden_size": shape.hidden_size, "pooling": pooling, "max_length": max_length,
+        "modules": [type(m).__name__ for m in model], "size_bytes": folder_bytes(out),
+        "full_size_bytes": full_bytes, "source_size_bytes": folder_bytes(path) if Path(path).is_dir() else None,
+    }
+    report["size_ratio"] = report["size_bytes"] / full_bytes
+    if bench:
+        texts = bench_texts(bench, data_dir)
+        report["speed"] = {"sentences": len(texts), "batch_size": batch_size,
+                           "export_per_s": encode_speed(model, texts, batch_size),
+                           "full_per_s": encode_speed(full, texts, batch_size), **hardware()}
+        report["speed"]["speedup"] = report["speed"]["export_per_s"] / report["speed"]["full_per_s"]
+    (out / REPORT).write_text(json.dumps(report, indent=2) + "\n")
+    return report
+
+
+def format_report(report: dict) -> str:
+    mb = 1 / 2**20
+    lines = [f"cell layer {report['layer']}/{report['num_layers']} dim {report['dim']}/{report['hidden_size']} "
+             f"({report['pooling']} pooling, max length {report['max_length']}): {' -> '.join(report['modules'])}",
+             f"size {report['size_bytes'] * mb:.2f} MiB vs full {report['full_size_bytes'] * mb:.2f} MiB "
+             f"({report['size_ratio']:.1%})"]
+    if speed := report.get("speed"):
+        lines.append(f"encode {speed['export_per_s']:.1f} sentences/s vs full {speed['full_per_s']:.1f} "
+                     f"(x{speed['speedup']:.2f}; {speed['sentences']} STS-B sentences, batch {speed['batch_size']}, "
+                     f"{speed['torch_threads']} torch threads, {speed['processor']})")
+    return "\n".join(lines)
