@@ -166,7 +166,7 @@ def prepare(args, work: Path) -> tuple[dict, dict, dict]:
     from datasets import Dataset
 
     from matryoshka2d.config import load_config
-    from matryoshka2d.preflight import model_shape
+    from matryoshka2d.resolve import model_shape
     from matryoshka2d.train import load_train_data
 
     sets = [f"train.max_steps={args.steps}", f"train.batch_size={args.batch_size}", f"model.max_length={args.max_length}",

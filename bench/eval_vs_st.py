@@ -164,8 +164,7 @@ def bench_dataset(encoder: Encoder, st, ds, layers: list[int], dims: list[int], 
     best: dict[str, dict[str, float]] = {}
     grid = theirs = None
     for _ in range(max(1, repeat)):  # alternate, keep the best of each
-        grid, t = timed(evaluate_grid, encoder, [ds], layers, dims, batch_size=batch_size, show_progress=False,
-                        use_ray=False)
+        grid, t = timed(evaluate_grid, encoder, [ds], layers, dims, batch_size=batch_size, show_progress=False)
         best["ours"] = {c: min(best.get("ours", t)[c], t[c]) for c in CLOCKS}
         theirs, t = timed(ev, st)
         best["theirs"] = {c: min(best.get("theirs", t)[c], t[c]) for c in CLOCKS}

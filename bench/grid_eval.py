@@ -32,7 +32,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from matryoshka2d import data  # noqa: E402
 from matryoshka2d.cells import parse_dims, parse_layers  # noqa: E402
-from matryoshka2d.encoder import Encoder, load_encoder  # noqa: E402
+from matryoshka2d.encoder import Encoder, load_encoder, truncate_layers  # noqa: E402
 from matryoshka2d.evaluate import evaluate_grid, summarize  # noqa: E402
 
 CLOCKS = ("wall_s", "cpu_s")
@@ -40,10 +40,9 @@ CLOCKS = ("wall_s", "cpu_s")
 
 def truncated_encoder(encoder: Encoder, num_blocks: int) -> Encoder:
     """A copy of ``encoder`` whose transformer keeps only its first ``num_blocks`` blocks (the naive baseline)."""
-    model = copy.deepcopy(encoder.model)
-    model.encoder.layer = torch.nn.ModuleList(list(model.encoder.layer)[:num_blocks])
-    model.config.num_hidden_layers = num_blocks
-    return Encoder(model, encoder.tokenizer, pooling=encoder.pooling, max_length=encoder.max_length).to(encoder.device)
+    copied = Encoder(copy.deepcopy(encoder.model), encoder.tokenizer, pooling=encoder.pooling,
+                     max_length=encoder.max_length)
+    return truncate_layers(copied, num_blocks).to(encoder.device)
 
 
 def timed(fn, *args, **kwargs) -> tuple[object, dict[str, float]]:

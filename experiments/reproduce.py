@@ -10,7 +10,7 @@
 Studies: experiments/studies/*.yaml. See README.md, "Reproduction".
 """
 
-from matryoshka2d.study import main
+from matryoshka2d.sweep.reproduce import main
 
 if __name__ == "__main__":
     raise SystemExit(main(description=__doc__))

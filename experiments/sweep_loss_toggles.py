@@ -6,10 +6,7 @@
 Search space: experiments/spaces/loss_toggles.yaml. See README.md, "Sweeps".
 """
 
-from pathlib import Path
-
 from matryoshka2d.sweep import main
 
-if __name__ == "__main__":
-    raise SystemExit(main(sweep="loss_toggles", description=__doc__, preset="v2",
-                          space=Path(__file__).resolve().parent / "spaces" / "loss_toggles.yaml"))
+if __name__ == "__main__":  # = m2d sweep --space loss_toggles
+    raise SystemExit(main(sweep="loss_toggles", description=__doc__))

@@ -6,10 +6,7 @@
 Search space: experiments/spaces/target_dims.yaml. See README.md, "Sweeps".
 """
 
-from pathlib import Path
-
 from matryoshka2d.sweep import main
 
-if __name__ == "__main__":
-    raise SystemExit(main(sweep="target_dims", description=__doc__, preset="v2",
-                          space=Path(__file__).resolve().parent / "spaces" / "target_dims.yaml"))
+if __name__ == "__main__":  # = m2d sweep --space target_dims
+    raise SystemExit(main(sweep="target_dims", description=__doc__))

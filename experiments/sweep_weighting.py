@@ -7,10 +7,7 @@
 Search space: experiments/spaces/weighting.yaml. See README.md, "Sweeps".
 """
 
-from pathlib import Path
-
 from matryoshka2d.sweep import main
 
-if __name__ == "__main__":
-    raise SystemExit(main(sweep="weighting", description=__doc__, preset="v2",
-                          space=Path(__file__).resolve().parent / "spaces" / "weighting.yaml"))
+if __name__ == "__main__":  # = m2d sweep --space weighting
+    raise SystemExit(main(sweep="weighting", description=__doc__))

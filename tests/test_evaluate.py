@@ -57,7 +57,7 @@ def scifact_small(data_dir) -> RetrievalSet:
 
 @pytest.fixture(scope="module")
 def grid(encoder, stsb_small, scifact_small):
-    return evaluate_grid(encoder, [stsb_small, scifact_small], LAYERS, DIMS, batch_size=32, use_ray=False)
+    return evaluate_grid(encoder, [stsb_small, scifact_small], LAYERS, DIMS, batch_size=32)
 
 
 # ---------------------------------------------------------------- naive reference (plain HF, per cell)
@@ -150,7 +150,7 @@ def test_dot_similarity_skips_renormalisation(encoder, scifact_small):
                                                  torch.nn.functional.normalize(c, dim=-1))}.items():
         run = {qid: dict(rt.trec_order(zip(doc_ids, row))[:100]) for qid, row in zip(qids, (qs @ cs.T).tolist())}
         expected[sim] = _beir_scores(qrels, run)
-        res = evaluate_grid(encoder, [scifact_small], [2], [8], similarity=sim, use_ray=False)
+        res = evaluate_grid(encoder, [scifact_small], [2], [8], similarity=sim)
         for metric, value in expected[sim].items():
             assert res.cell("scifact", metric, 2, 8) == pytest.approx(value, abs=1e-5), (sim, metric)
     assert expected["dot"] != expected["cos"]
@@ -187,7 +187,7 @@ def test_result_api(grid, tmp_path):
     summary = summarize(grid)["stsb"]["spearman"]
     _, _, s = grid.matrix("stsb", "spearman")
     assert summary == pytest.approx({"grid_mean": s.mean(), "sublayer_mean": s[:-1].mean(),
-                                     "lowdim_mean": s[:, :-1].mean(), "full": s[-1, -1]})
+                                     "lowdim_mean": s[:, :-1].mean(), "full": s[-1, -1], "worst_cell": s[:-1].min()})
     assert summarize(grid, flat=True)["scifact/recall@100/full"] == grid.cell("scifact", "recall@100", 3, 32)
     assert set(grid.timings) >= {"encode_s", "score_s", "total_s"}
 
@@ -195,7 +195,7 @@ def test_result_api(grid, tmp_path):
 def test_sts_avg_and_input_checks(encoder, stsb_small):
     other = STSPairs("other", "test", stsb_small.sentences1[:80], stsb_small.sentences2[:80], stsb_small.scores[:80])
     small = STSPairs("stsb", "test", stsb_small.sentences1[:80], stsb_small.sentences2[:80][::-1], stsb_small.scores[:80])
-    res = evaluate_grid(encoder, [small, other], [1, 3], [8, 32], sts_avg=True, use_ray=False)
+    res = evaluate_grid(encoder, [small, other], [1, 3], [8, 32], sts_avg=True)
     for layer in (1, 3):
         for dim in (8, 32):
             mean = (res.cell("stsb", "spearman", layer, dim) + res.cell("other", "spearman", layer, dim)) / 2
@@ -218,8 +218,9 @@ def test_ray_equals_in_process(encoder, stsb_small, scifact_small, grid, monkeyp
 
     assert start_or_join(None, num_cpus=2, include_dashboard=False, log_to_driver=False)  # as `m2d eval --ray`
     try:
-        assert parallel.ray_active()
-        res = evaluate_grid(encoder, [stsb_small, scifact_small], LAYERS, DIMS, batch_size=32)  # Ray is up -> tasks
+        assert ray.is_initialized()
+        res = evaluate_grid(encoder, [stsb_small, scifact_small], LAYERS, DIMS, batch_size=32,
+                            executor=parallel.ray_tasks)
         import psutil
 
         from matryoshka2d.testing import is_loopback, listening_sockets

@@ -77,15 +77,15 @@ def test_reporter_buffers_through_a_real_server_outage(tmp_path, monkeypatch, ca
     """Kill the server mid-run: reports go on (buffered, one warning line), a bounded final wait gives up
     cleanly, and the final report waits for the restart and sends every step exactly once, in order."""
     from matryoshka2d import tracking
-    from matryoshka2d.distributed import Reporter
+    from matryoshka2d.sweep.reporter import Reporter, WorkerSetup
 
     server = bench_module().MlflowServer(tmp_path / "mlflow").start()
     try:
         mlf = tracking.client(server.uri)
         run_id = mlf.create_run(mlf.create_experiment("outbox")).info.run_id
         sent = []
-        reporter = Reporter(0, {"tracking_uri": server.uri, "run_id": run_id, "out_dir": str(tmp_path),
-                                "world_size": 1}, lambda metrics, checkpoint: sent.append(metrics["step"]))
+        reporter = Reporter(0, WorkerSetup(server.uri, run_id, str(tmp_path)),
+                            lambda metrics, checkpoint: sent.append(metrics["step"]))
         for step in (1, 2):
             reporter({"step": step, "loss": 1.0 / step}, None)
         server.kill()

@@ -48,7 +48,7 @@ def test_rayignore_is_honoured_by_ray_packaging():
     for rel in (".venv/bin/python", "mlflow.db", "mlruns/0/meta.yaml", "mlartifacts/1/x.png", "outputs/a/grid.csv",
                 "ray_results/sweep/tuner.pkl", "platform/matryoshka2d/__pycache__/x.pyc", "run/checkpoints/step-5/state.pt"):
         assert excluded(rel), f"{rel} would be uploaded"
-    for rel in ("experiments/sweep_weighting.py", "experiments/spaces/weighting.yaml", "platform/matryoshka2d/sweep.py"):
+    for rel in ("experiments/sweep_weighting.py", "experiments/spaces/weighting.yaml", "platform/matryoshka2d/sweep/driver.py"):
         assert not excluded(rel), f"{rel} would be left out"
 
 

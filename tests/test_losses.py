@@ -25,7 +25,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from matryoshka2d.cells import layer_weight
+from matryoshka2d.cells import layer_weight, layer_weights
 from matryoshka2d.config import load_config
 from matryoshka2d.encoder import load_encoder
 from matryoshka2d.errors import M2DError
@@ -565,9 +565,10 @@ def test_layer_weight_schemes():
         assert layer_weight("log", layer, 6) == pytest.approx(1.0 / (1.0 + math.log(layer)))
         assert layer_weight("uniform", layer, 6) == 1.0
         assert layer_weight("exponential", layer, 6, base=0.5) == pytest.approx(0.5 ** (6 - layer))
-        assert layer_weight([0.1, 0.2, 0.3, 0.4, 0.5, 0.6], layer, 6) == pytest.approx(0.1 * layer)
-    with pytest.raises(M2DError, match="explicit list needs 6"):
-        layer_weight([1.0, 2.0], 1, 6)
+    # an explicit list: one weight per layer 0..L, indexed by layer (what MethodConfig.resolve reads)
+    assert layer_weights([0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6], [1, 3, 6], 6) == pytest.approx({1: 0.1, 3: 0.3, 6: 0.6})
+    with pytest.raises(M2DError, match="explicit list needs 7"):
+        layer_weights([1.0, 2.0], [1], 6)
     with pytest.raises(M2DError, match="layer >= 1"):
         layer_weight("log", 0, 6)
 
@@ -694,7 +695,7 @@ def test_v2_retrieval_matches_tevatron_transcription(encoder, variant):
 
 def test_dot_ce_scores_raw_inner_products():
     """``ce`` scores unnormalised inner products / T; ``mnrl`` cosines x scale: a rescaled query changes only ce."""
-    from matryoshka2d.losses.task import DotCrossEntropyLoss
+    from matryoshka2d.losses import DotCrossEntropyLoss
 
     torch.manual_seed(0)
     q, p = torch.randn(4, 8), torch.randn(4, 8)

@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 
 from matryoshka2d.config import load_config, numeric_kind, resume_conflicts
 from matryoshka2d.errors import M2DError
-from matryoshka2d.methods import eval_expr, resolve_dims, resolve_layers
+from matryoshka2d.cells import eval_expr, parse_dims, parse_layers
 from matryoshka2d.testing import make_tiny_bert
 from matryoshka2d.train import Hooks, checkpoints, restart, train
 
@@ -148,9 +148,9 @@ def test_expression_errors_are_one_line_and_immediate(expr, message):
 
 
 def test_layer_and_dim_specs_use_the_same_safe_expressions():
-    assert resolve_layers("1..L-1", 6, "f") == [1, 2, 3, 4, 5] and resolve_dims("min(128,H),H", 384, "f") == [384, 128]
+    assert parse_layers("1..L-1", 6, "f") == [1, 2, 3, 4, 5] and parse_dims("min(128,H),H", 384, "f") == [128, 384]
     with pytest.raises(M2DError, match=r"'\*\*'"):
-        resolve_layers("0..9**9", 6, "f")
+        parse_layers("0..9**9", 6, "f")
 
 
 def test_numeric_kinds_of_config_fields():
@@ -190,7 +190,8 @@ def test_first_local_cluster_on_a_fresh_home_starts_with_token_auth(tmp_path):
 
 
 def test_unschedulable_names_what_the_cluster_has():
-    from matryoshka2d.distributed import TrialSetup, trial_bundles, unschedulable
+    from matryoshka2d.cluster import unschedulable
+    from matryoshka2d.sweep.trial import TrialSetup, trial_bundles
 
     def bundles(workers, gpus=0.0, backend="torch"):
         return trial_bundles(TrialSetup("v2", {}, None, "", "", "", "", workers=workers, gpus_per_trial=gpus,
@@ -209,7 +210,7 @@ def test_wait_for_resources_on_a_cluster_that_cannot_grow_ends_in_one_line():
     import ray
 
     from matryoshka2d.cluster import start_or_join
-    from matryoshka2d.sweep import wait_for_resources
+    from matryoshka2d.cluster import wait_for_resources
 
     assert start_or_join(None, num_cpus=1, include_dashboard=False, log_to_driver=False)
     try:

@@ -159,7 +159,7 @@ def test_retrieval_separate_rows_scale_the_diagonal(tmp_path, monkeypatch):
     (["--check", "/nonexistent"], "not a finished study run"),
 ])
 def test_bad_study_input_is_one_line(args, needle, capsys, tmp_path, monkeypatch):
-    from matryoshka2d.study import main
+    from matryoshka2d.sweep.reproduce import main
 
     monkeypatch.setenv("M2D_HOME", str(tmp_path))
     assert main(args + (["--dry-run"] if "--check" not in args else [])) == 2
@@ -168,7 +168,7 @@ def test_bad_study_input_is_one_line(args, needle, capsys, tmp_path, monkeypatch
 
 
 def test_bad_study_file_is_one_line(tmp_path, capsys):
-    from matryoshka2d.study import main
+    from matryoshka2d.sweep.reproduce import main
 
     bad = tmp_path / "s.yaml"
     bad.write_text("name: s\nmetric: a/b\nobjective: a/b/grid_mean\nscales: {cpu: {}}\nrows: {x: {preset: v2, sett: {}}}\n")
@@ -179,7 +179,7 @@ def test_bad_study_file_is_one_line(tmp_path, capsys):
 
 def test_gpu_scale_dry_run_resolves_every_row(tmp_path, monkeypatch, capsys):
     """The gpu scale names bert-base-uncased (not offline here): with the model swapped, every row resolves."""
-    from matryoshka2d.study import main
+    from matryoshka2d.sweep.reproduce import main
     from matryoshka2d.testing import make_tiny_bert
 
     monkeypatch.setenv("M2D_HOME", str(tmp_path))
@@ -195,7 +195,7 @@ def test_per_item_values_reproduce_every_cell(tiny_encoder, sts_small, scifact_s
     from matryoshka2d.evaluate import evaluate_grid
     from matryoshka2d.evaluate.sts import spearman
 
-    res = evaluate_grid(tiny_encoder, [sts_small, scifact_small], [1, 2], [8, 16], use_ray=False, per_item=True)
+    res = evaluate_grid(tiny_encoder, [sts_small, scifact_small], [1, 2], [8, 16], per_item=True)
     for layer in (1, 2):
         for dim in (8, 16):
             rho = spearman(res.items[f"{sts_small.name}/cosine/{layer}/{dim}"], res.items[f"{sts_small.name}/gold"])
@@ -212,8 +212,8 @@ def test_fixed_documents_score_queries_against_last_layer_documents(tiny_encoder
     from matryoshka2d.evaluate.retrieval import build_run, prepare, retrieval_metrics, search
 
     L = tiny_encoder.num_layers
-    res = evaluate_grid(tiny_encoder, [scifact_small], [1, L], [8], use_ray=False, fixed_documents=True)
-    plain = evaluate_grid(tiny_encoder, [scifact_small], [1, L], [8], use_ray=False)
+    res = evaluate_grid(tiny_encoder, [scifact_small], [1, L], [8], fixed_documents=True)
+    plain = evaluate_grid(tiny_encoder, [scifact_small], [1, L], [8])
     qids, qtexts, doc_ids, doc_texts, qrels = prepare(scifact_small)
     q = torch.nn.functional.normalize(tiny_encoder.encode_layers(qtexts, [1])[0][:, :8], dim=-1)
     d = torch.nn.functional.normalize(tiny_encoder.encode_layers(doc_texts, [L])[0][:, :8], dim=-1)

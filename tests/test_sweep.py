@@ -38,10 +38,21 @@ def env(tmp_path, data_dir) -> dict:
             "RAY_USAGE_STATS_ENABLED": "0", "TUNE_GLOBAL_CHECKPOINT_S": "2", "PYTHONUNBUFFERED": "1"}
 
 
-def sweep_args(tiny: Path, tmp_path: Path, name: str, *extra: str) -> list[str]:
-    return [sys.executable, str(SCRIPT), "--smoke", "--set", f"model.name={tiny}", "--set", f"eval.dims={DIMS}",
+# the one command; experiments/sweep_weighting.py is the same driver with its space as the default
+M2D_SWEEP = [str(Path(sys.executable).with_name("m2d")), "sweep", "--space", "weighting"]
+
+
+def sweep_args(tiny: Path, tmp_path: Path, name: str, *extra: str, command: list[str] | None = None) -> list[str]:
+    return [*(command or [sys.executable, str(SCRIPT)]), "--smoke", "--set", f"model.name={tiny}", "--set", f"eval.dims={DIMS}",
             "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}", "--storage-path", str(tmp_path / "ray"),
             "--experiment-name", name, *extra]
+
+
+def inject_fault(at_step: int, marker: Path) -> dict:
+    """Environment for tests/faults/sitecustomize.py: the last rank of a trial dies once after ``at_step``."""
+    path = [str(ROOT / "tests" / "faults")] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    return {"PYTHONPATH": os.pathsep.join(path),
+            "M2D_FAULT_AT_STEP": str(at_step), "M2D_FAULT_MARKER": str(marker)}
 
 
 def run_watching_sockets(args: list[str], env: dict, cwd: Path, timeout: float) -> tuple[int, str, dict]:
@@ -88,9 +99,9 @@ def runs_of(mlf, name: str) -> tuple[list, list]:
 
 def test_sweep_end_to_end_torchtrainer_two_workers(tiny, tmp_path, env):
     """2 Optuna trials x TorchTrainer(2 CPU workers, DDP/gloo); one worker is killed mid-trial and retried."""
-    args = sweep_args(tiny, tmp_path, "e2e", "--workers-per-trial", "2", "--num-samples", "2",
-                      "--scheduler", "fifo", "--fault-at-step", "5")
-    rc, log, listening = run_watching_sockets(args, env, tmp_path, timeout=400)
+    args = sweep_args(tiny, tmp_path, "e2e", "--workers-per-trial", "2", "--num-samples", "2", "--scheduler", "fifo")
+    faulty = {**env, **inject_fault(at_step=5, marker=tmp_path / ".fault-injected")}
+    rc, log, listening = run_watching_sockets(args, faulty, tmp_path, timeout=400)
     assert rc == 0, log[-6000:]
     # GCS, raylet, workers, agents, exporters, gloo on 127.0.0.1; one TCPStore per worker-group start (2 trials +
     # the retried one) is the exception
@@ -149,16 +160,17 @@ def test_sweep_end_to_end_torchtrainer_two_workers(tiny, tmp_path, env):
             ds, _, metric, layer, dim, value = row.split(",")
             assert metrics[f"{ds}/{metric}/cell/L{int(layer):02d}_D{int(dim):04d}"] == pytest.approx(float(value), abs=1e-9)
     retried = [r for r in trials if r.data.tags.get("m2d.resumed_from_step")]
+    assert (tmp_path / ".fault-injected").is_file(), "the fault was never injected"
     assert len(retried) == 1, "the injected worker crash was not retried from its checkpoint"
     assert retried[0].data.tags["m2d.resumed_from_step"] == "5" and retried[0].data.tags["m2d.resumed_from"] == "ray"
 
 
 def test_killed_sweep_resumes_without_duplicate_runs(tiny, tmp_path, env):
-    """SIGKILL the sweep driver (and its local Ray) after the first trial has reported, then --resume."""
+    """``m2d sweep``: SIGKILL the driver (and its local Ray) after the first trial has reported, then --resume."""
     name = "killme"
     args = sweep_args(tiny, tmp_path, name, "--num-samples", "3", "--max-concurrent", "2",
                       "--set", "train.max_steps=20", "--set", "eval.every_steps=10",
-                      "--set", "train.checkpoint_every=10", "--set", "train.log_every=10")
+                      "--set", "train.checkpoint_every=10", "--set", "train.log_every=10", command=M2D_SWEEP)
     log = (tmp_path / "first.log").open("w")
     proc = subprocess.Popen(args, env=env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     mlf = None
@@ -189,8 +201,8 @@ def test_killed_sweep_resumes_without_duplicate_runs(tiny, tmp_path, env):
     assert any(r.info.status == "RUNNING" for r in before), "killed too late: nothing was running"
     assert_loopback_only(listening)  # the local Ray the sweep started: every port on 127.0.0.1
 
-    resumed = subprocess.run(sweep_args(tiny, tmp_path, name, "--resume"), env=env, cwd=tmp_path,
-                             capture_output=True, text=True, timeout=300)
+    resumed = subprocess.run(sweep_args(tiny, tmp_path, name, "--resume", command=M2D_SWEEP), env=env,
+                             cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     assert "sweep: resuming" in resumed.stdout
 
@@ -262,7 +274,7 @@ def test_search_space_errors_are_one_line(text, expected, tiny, tmp_path, env, c
 def test_space_choices_ranges_and_bundles(tmp_path):
     from ray import tune
 
-    from matryoshka2d.distributed import load_space
+    from matryoshka2d.sweep.space import load_space
 
     space = tmp_path / "s.yaml"
     space.write_text("method.kl:\n  choice: {'off': {weight: 0.0}, 'on': {weight: 1.0, detach_teacher: false}}\n"
@@ -283,7 +295,9 @@ def test_space_choices_ranges_and_bundles(tmp_path):
 
 def test_evaluate_first_points_are_completed_and_reach_optuna(tmp_path):
     """``evaluate_first`` trials run before Optuna samples: keys left out get the domain's first label / low end."""
-    from matryoshka2d.distributed import TrialSetup, build_tuner, load_space
+    from matryoshka2d.sweep.space import load_space
+    from matryoshka2d.sweep.trial import TrialSetup
+    from matryoshka2d.sweep.tuner import search_tuner
 
     space = tmp_path / "s.yaml"
     space.write_text("method.layer_weighting:\n  choice: [log, linear]\nmethod.kl.weight:\n  uniform: [0.5, 2.0]\n"
@@ -292,12 +306,13 @@ def test_evaluate_first_points_are_completed_and_reach_optuna(tmp_path):
     assert s.first == [{"method.layer_weighting": "linear", "method.kl.weight": 0.5},
                        {"method.layer_weighting": "log", "method.kl.weight": 1.5}]
     setup = TrialSetup("v2", {}, s, "sqlite:///x.db", "0", "p", str(tmp_path))
-    tuner = build_tuner(setup, [("stsb/spearman/grid_mean", "max")], 4, 0, "fifo", 1, str(tmp_path), "t", 10, 0)
+    tuner = search_tuner(setup, [("stsb/spearman/grid_mean", "max")], 4, 0, "fifo", 1, str(tmp_path), "t", 10, 0)
     assert tuner._local_tuner._tune_config.search_alg._points_to_evaluate == s.first
 
 
 def test_resources_and_concurrency():
-    from matryoshka2d.distributed import TrialSetup, choose_backend, max_concurrent, trial_resources, worker_resources
+    from matryoshka2d.cluster import max_concurrent
+    from matryoshka2d.sweep.trial import TrialSetup, choose_backend, trial_resources, worker_resources
 
     assert choose_backend(1) == "inprocess" and choose_backend(2) == "torch" and choose_backend(1, "torch") == "torch"
     with pytest.raises(M2DError):

@@ -10,6 +10,7 @@ from safetensors.torch import load_file
 from matryoshka2d.config import deep_merge, load_config, parse_overrides
 from matryoshka2d.encoder import load_encoder
 from matryoshka2d.errors import M2DError
+from matryoshka2d.resolve import resolve
 from matryoshka2d.testing import make_tiny_bert
 from matryoshka2d.train import Hooks, evaluate_encoder, load_eval_sets, make_batches, train
 
@@ -39,7 +40,7 @@ def _cells(grid):
 def untrained_grid(tiny, data_dir):
     cfg = load_config("full", _overrides(tiny, data_dir))
     encoder = load_encoder(str(tiny), max_length=32)
-    return _cells(evaluate_encoder(encoder, cfg, load_eval_sets(cfg)))
+    return _cells(evaluate_encoder(encoder, resolve(cfg), load_eval_sets(cfg)))
 
 
 @pytest.mark.parametrize("preset", PRESETS)

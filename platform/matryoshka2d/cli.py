@@ -16,6 +16,11 @@ from .errors import M2DError, OneLineParser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["sweep"]:  # the sweep driver parses its own flags (and prints its own errors)
+        from .sweep import main as sweep_main
+
+        return sweep_main(argv[1:], prog="m2d sweep")
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -30,6 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_eval(sub)
     _add_train(sub)
+    sub.add_parser("sweep", add_help=False,  # main() hands everything after "sweep" to the sweep driver
+                   help="a Ray Tune sweep over config fields, every trial an MLflow run (m2d sweep --space weighting; "
+                        "m2d sweep --help)")
     _add_compare(sub)
     _add_report(sub)
     _add_pick(sub)
@@ -62,7 +70,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     overrides = parse_overrides(args.overrides)
     if args.data_dir:
         overrides = deep_merge(overrides, {"data": {"data_dir": args.data_dir}})
-    cfg = check_run(load_config(args.config, overrides))  # model fit and data presence, before any weights load
+    cfg = check_run(load_config(args.config, overrides)).config  # model fit and data presence, before any weights load
     _quiet_transformers()
     if args.restart and (aside := restart(Path(args.out))):
         print(f"train: the previous run in {args.out} was moved to {aside}")
@@ -110,12 +118,13 @@ def _add_eval(sub) -> None:
 def _cmd_eval(args: argparse.Namespace) -> int:
     from . import data
     from .cells import parse_dims, parse_layers
+    from .cluster import start_or_join
     from .encoder import load_encoder
-    from .evaluate import check_evaluable, evaluate_grid
+    from .evaluate import check_evaluable, evaluate_grid, parallel
     from .evaluate.grid import check_precisions
     from .evaluate.precision import parse_precisions
     from .plots import heatmap, heatmap_name
-    from .preflight import check_max_length, model_shape
+    from .resolve import check_max_length, model_shape
 
     if args.batch_size < 1 or (args.max_length is not None and args.max_length < 1):
         raise M2DError("--batch-size and --max-length must be positive integers")
@@ -134,10 +143,12 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     check_precisions(datasets, precisions)
     encoder = load_encoder(args.model, pooling=args.pooling, max_length=args.max_length)
     out = _make_out_dir(args.out)  # before the long encode, so an unwritable --out fails at once
-    started_ray = args.ray and _start_ray()
+    # Join $RAY_ADDRESS or start a loopback-only local Ray; shut down after only if this call started it
+    started_ray = args.ray and start_or_join(None, include_dashboard=False, log_to_driver=False)
     try:
         result = evaluate_grid(encoder, datasets, layers, dims, batch_size=args.batch_size,
                                similarity=args.similarity, sts_avg=sts_avg,
+                               executor=parallel.ray_tasks if args.ray else parallel.in_process,
                                fixed_documents=args.fixed_docs, precisions=precisions,
                                rescore_multiplier=args.rescore_multiplier)
     finally:
@@ -160,14 +171,16 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 def _write_latency(encoder, datasets, path: Path) -> None:
     """Latency of the evaluated texts (queries for retrieval, sentences for STS), measured last: it cuts the encoder."""
+    from .data.types import RetrievalSet
     from .evaluate import retrieval, sts
-    from .pick import format_latency, load_latency, measure_latency
+    from .pick import format_latency, measure_latency
 
     texts: list[str] = []
     for ds in datasets:
-        texts += retrieval.prepare(ds)[1] if hasattr(ds, "qrels") else sts.unique_sentences(ds)[0]
-    path.write_text(json.dumps(measure_latency(encoder, texts), indent=2) + "\n")
-    print(format_latency(load_latency(path)) + f"\n-> {path}")
+        texts += retrieval.prepare(ds)[1] if isinstance(ds, RetrievalSet) else sts.unique_sentences(ds)[0]
+    latency = measure_latency(encoder, texts)
+    path.write_text(json.dumps(latency, indent=2) + "\n")
+    print(format_latency(latency) + f"\n-> {path}")
 
 
 def _add_export(sub) -> None:
@@ -222,9 +235,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     from . import compare
 
     out = _make_out_dir(args.out)
-    entries = compare.load(args.sources, args.tracking_uri, out / "grids")
-    base = compare.baseline_index(entries, args.baseline)
-    written = compare.write(entries, out, base)
+    entries, base, written = compare.run(args.sources, out, args.baseline, args.tracking_uri)
     for ds, metric, rows in written["leaderboards"]:
         print(compare.format_leaderboard(rows, f"{ds} {metric} (baseline {entries[base].label})") + "\n")
     print(f"compare: {len(entries)} runs, {len(written['figures'])} figures, cells.csv -> {out}")
@@ -257,9 +268,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
         if len(sources) == 1 and (first / "trials").is_dir():  # a sweep's run dir
             sources = [str(p) for p in page.sweep_folder(first)]
         with tempfile.TemporaryDirectory(prefix="m2d-report-") as tmp:
-            entries = compare.load(sources, args.tracking_uri, Path(tmp) / "grids")
-            base = compare.baseline_index(entries, args.baseline)
-            written = compare.write(entries, Path(tmp), base)
+            entries, base, written = compare.run(sources, Path(tmp), args.baseline, args.tracking_uri)
             title = f"Comparison of {len(entries)} runs" + (f": {first.name}" if first.exists() else "")
             text = page.comparison_page(title, entries, written, base)
     try:
@@ -361,13 +370,6 @@ def _make_out_dir(path: str) -> Path:
     except OSError as err:
         raise M2DError(f"--out: cannot create {out} ({err.strerror or err})") from None
     return out
-
-
-def _start_ray() -> bool:
-    """Join ``$RAY_ADDRESS`` or start a loopback-only local Ray; True when this call started it (shut down after)."""
-    from .cluster import start_or_join
-
-    return start_or_join(None, include_dashboard=False, log_to_driver=False)
 
 
 def _quiet_transformers() -> None:

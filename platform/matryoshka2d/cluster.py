@@ -1,4 +1,4 @@
-"""Starting or joining Ray: the one place that decides how a local cluster listens.
+"""Starting or joining Ray, and what fits on the cluster: the one place that decides how a local cluster listens.
 
 A local cluster (no ``--address``, no ``$RAY_ADDRESS``) listens on loopback only. Ray 2.60 resolves a
 ``node_ip_address`` of 127.0.0.1 back to the machine's network address (``resolve_ip_for_localhost``),
@@ -20,7 +20,10 @@ from __future__ import annotations
 import os
 import secrets
 import sys
+import time
 from pathlib import Path
+
+from .errors import M2DError
 
 SINGLE_NODE_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 
@@ -79,3 +82,84 @@ def start_or_join(address: str | None = None, **init_kwargs) -> bool:
         return False
     ray.init(**init_kwargs)
     return True
+
+
+# -- what fits -------------------------------------------------------------------------------------------
+def unschedulable(nodes: list[dict[str, float]], bundles: list[dict[str, float]]) -> str | None:
+    """None if the bundles fit on these nodes at once (first fit, largest bundle first), else what is missing,
+    e.g. ``"a trial needs 4 CPU, 0 GPU (5 bundle(s), each on one node); the cluster has 2 CPU, 0 GPU on 1 node(s),
+    the largest 2 CPU, 0 GPU"``."""
+    free = [dict(n) for n in nodes]
+    for bundle in sorted(bundles, key=lambda b: (-b.get("GPU", 0), -b.get("CPU", 0))):
+        node = next((n for n in free if all(n.get(k, 0) + 1e-9 >= v for k, v in bundle.items())), None)
+        if node is None:
+            need = {k: sum(b.get(k, 0) for b in bundles) for k in ("CPU", "GPU")}
+            have = {k: sum(n.get(k, 0) for n in nodes) for k in ("CPU", "GPU")}
+            big = max(nodes, key=lambda n: (n.get("GPU", 0), n.get("CPU", 0)), default={})
+            return (f"a trial needs {need['CPU']:g} CPU, {need['GPU']:g} GPU ({len(bundles)} bundle(s), each on one "
+                    f"node); the cluster has {have['CPU']:g} CPU, {have['GPU']:g} GPU on {len(nodes)} node(s), "
+                    f"the largest {big.get('CPU', 0):g} CPU, {big.get('GPU', 0):g} GPU")
+        for k, v in bundle.items():
+            node[k] = node.get(k, 0) - v
+    return None
+
+
+def max_concurrent(cluster: dict[str, float], workers: int, cpus_per_worker: float, gpus_per_trial: float) -> int:
+    """How many trials fit at once: ``ray.cluster_resources()`` CPU (and GPU) over one trial's need, at least 1
+    (an autoscaling cluster may report 0 before it scales up)."""
+    fits = [int(cluster.get("CPU", 0) // (workers * cpus_per_worker))]
+    if gpus_per_trial:
+        fits.append(int(cluster.get("GPU", 0) // gpus_per_trial))
+    return max(1, min(fits))
+
+
+def local_resources() -> dict[str, float]:
+    """What ``ray.init()`` gives a local cluster: every CPU of this machine, its CUDA GPUs."""
+    import torch
+
+    return {"CPU": float(os.cpu_count() or 1), "GPU": float(torch.cuda.device_count())}
+
+
+def refuse_unschedulable(nodes: list[dict], bundles: list[dict], where: str) -> None:
+    problem = unschedulable(nodes, bundles)
+    if problem:
+        raise M2DError(f"--workers-per-trial/--cpus-per-worker/--gpus-per-trial: {problem} ({where}); lower them "
+                       "or join a bigger cluster with --address")
+
+
+def wait_for_resources(bundles: list[dict], timeout: float) -> None:
+    """On a cluster this driver joined, which may autoscale: ask the autoscaler for one trial's resources and wait
+    up to ``timeout`` s for them to appear (a fixed cluster never grows: the wait ends in one line). The request
+    is withdrawn once a trial holds resources, so the autoscaler follows the trials' own demand from then on."""
+    import threading
+
+    import ray
+    from ray.autoscaler.sdk import request_resources
+
+    def alive_nodes() -> list[dict]:
+        return [dict(n["Resources"]) for n in ray.nodes() if n.get("Alive")]
+
+    problem = unschedulable(alive_nodes(), bundles)
+    if problem is None:
+        return
+    print(f"sweep: waiting up to {timeout:g} s (--schedule-timeout) for the cluster to grow: {problem}", flush=True)
+    request_resources(bundles=bundles)
+    deadline = time.monotonic() + timeout
+    while (problem := unschedulable(alive_nodes(), bundles)) and time.monotonic() < deadline:
+        time.sleep(min(2.0, max(0.1, deadline - time.monotonic())))
+    if problem:
+        request_resources(bundles=[])
+        raise M2DError(f"--schedule-timeout: after {timeout:g} s, {problem}; lower --workers-per-trial/"
+                       "--cpus-per-worker/--gpus-per-trial or let the cluster grow")
+
+    def release() -> None:  # daemon: ends with the driver at the latest
+        end = time.monotonic() + timeout
+        while time.monotonic() < end and ray.is_initialized():
+            total, free = ray.cluster_resources(), ray.available_resources()
+            if any(free.get(k, 0) < total.get(k, 0) - 1e-6 for k in ("CPU", "GPU")):
+                break
+            time.sleep(1.0)
+        if ray.is_initialized():
+            request_resources(bundles=[])
+
+    threading.Thread(target=release, daemon=True, name="m2d-release-request").start()

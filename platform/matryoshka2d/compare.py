@@ -198,10 +198,8 @@ def leaderboard(entries: list[Entry], ds: str, metric: str, baseline: int) -> li
         sums = summarize(GridResult([r for r in e.grid.rows if r.dataset == ds and r.metric == metric], [], []))
         s = sums[ds][metric]
         shared = np.isfinite(m) & np.isfinite(base)
-        sub = m[:-1] if m.shape[0] > 1 else m
         rows.append({"run": e.label, "status": e.status, "grid_mean": s["grid_mean"],
-                     "sublayer_mean": s["sublayer_mean"], "full": s["full"],
-                     "worst_cell": float(np.nanmin(sub)) if np.isfinite(sub).any() else math.nan,
+                     "sublayer_mean": s["sublayer_mean"], "full": s["full"], "worst_cell": s["worst_cell"],
                      "cells_won": int((winner == k).sum()), "cells": int(np.isfinite(m).sum()),
                      "vs_baseline": float((m - base)[shared].mean()) if shared.any() else math.nan,
                      "run_id": e.run_id or "", "source": e.source})
@@ -245,6 +243,18 @@ def write(entries: list[Entry], out_dir: Path, baseline: int = 0) -> dict[str, l
         boards.append((ds, metric, rows))
         tables.append(write_rows(rows, out_dir / f"leaderboard_{stem}.csv"))
     return {"figures": figures, "tables": tables, "leaderboards": boards}
+
+
+def run(sources: Sequence[str] | Sequence[Entry], out_dir: Path, baseline: str | None = None,
+        tracking_uri: str | None = None, method: str | None = None) -> tuple[list[Entry], int, dict[str, list]]:
+    """The whole comparison: the runs (:func:`load`ed from ``sources`` into ``out_dir/grids``, or given as entries),
+    the baseline (:func:`baseline_index` of ``baseline`` / ``method``) and everything :func:`write` writes to
+    ``out_dir``. Returns (entries, baseline index, what was written)."""
+    out_dir = Path(out_dir)
+    entries = list(sources) if sources and isinstance(sources[0], Entry) else load(sources, tracking_uri,
+                                                                                   out_dir / "grids")
+    base = baseline_index(entries, baseline, method)
+    return entries, base, write(entries, out_dir, base)
 
 
 def write_cells(entries: list[Entry], path: Path) -> Path:

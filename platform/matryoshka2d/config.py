@@ -5,16 +5,22 @@ Every invalid field becomes one :class:`M2DError` line naming the field and what
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from . import presets  # the bundled presets (package data; experiments/configs links to them)
 from .errors import M2DError
 from .methods import MethodConfig
 
-PRESET_DIR = Path(__file__).resolve().parents[2] / "experiments" / "configs"
+
+def m2d_home() -> Path:
+    """``$M2D_HOME`` or ``~/.matryoshka2d``: the absolute home of the default MLflow store, Ray results, mined negatives
+    and the smoke model."""
+    return Path(os.environ.get("M2D_HOME") or "~/.matryoshka2d").expanduser().resolve()
 
 
 class _Strict(BaseModel):
@@ -131,27 +137,28 @@ def deep_merge(base: dict, extra: dict) -> dict:
 
 
 def resolve_preset(name_or_path: str | Path) -> Path:
-    path = Path(name_or_path)
-    if path.is_file():
-        return path
-    for folder in (PRESET_DIR, Path.cwd() / "experiments" / "configs"):
-        candidate = folder / f"{name_or_path}.yaml"
-        if candidate.is_file():
-            return candidate
-    names = sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
-    raise M2DError(f"config: {name_or_path} is neither a file nor a preset; presets: {', '.join(names)}")
+    return presets.find("configs", name_or_path)
 
 
-def load_yaml(path: str | Path) -> dict[str, Any]:
+def load_yaml(path: str | Path, what: str = "config", shape: str = "top level must be a mapping of sections"
+              ) -> dict[str, Any]:
+    """A YAML mapping (empty file: ``{}``); bad YAML is one ``<what> <path> line N: invalid YAML (...)`` line and
+    anything but a mapping ``<what> <path>: <shape>``."""
     try:
         data = yaml.safe_load(Path(path).read_text()) or {}
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
-        raise M2DError(f"config {path}{where}: invalid YAML ({getattr(err, 'problem', err)})") from None
+        raise M2DError(f"{what} {path}{where}: invalid YAML ({getattr(err, 'problem', None) or err})") from None
     if not isinstance(data, dict):
-        raise M2DError(f"config {path}: top level must be a mapping of sections")
+        raise M2DError(f"{what} {path}: {shape}")
     return data
+
+
+def load_overlay(name: str) -> dict[str, Any]:
+    """A partial config a command applies on top of a preset (``presets/configs/overlays/<name>.yaml``: ``sweep``,
+    ``smoke``), as a fresh dict."""
+    return load_yaml(presets.find("overlays", name), what="overlay")
 
 
 def load_config(preset: str | Path | None = None, overrides: list[str] | dict | None = None) -> Config:

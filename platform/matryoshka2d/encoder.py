@@ -69,8 +69,13 @@ class Encoder(nn.Module):
         self.max_length = int(max_length)
 
     @property
+    def module(self) -> nn.Module:
+        """The model without its DDP wrapper (``Hooks.wrap_model`` under Ray Train): what is saved, loaded and cut."""
+        return getattr(self.model, "module", self.model)
+
+    @property
     def config(self):
-        return getattr(self.model, "module", self.model).config  # unwrap DDP
+        return self.module.config
 
     @property
     def num_layers(self) -> int:
@@ -176,35 +181,46 @@ def load_encoder(name: str, pooling: str | None = None, max_length: int | None =
     return encoder.to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
 
 
-def save_sentence_transformer(encoder: Encoder, path: str | Path) -> Path:
-    """Save in SentenceTransformer layout (Transformer + Pooling), loadable with ``SentenceTransformer(path)``."""
+def write_st_config(path: str | Path, hidden_size: int, pooling: str, max_length: int | None = None) -> None:
+    """The SentenceTransformer files beside a saved HF model: ``1_Pooling/config.json`` (what :func:`load_encoder`
+    reads the pooling from) and, with ``max_length``, ``sentence_bert_config.json`` and ``modules.json``, so that
+    ``SentenceTransformer(path)`` builds Transformer + this Pooling (without them it loads a plain HF folder)."""
     path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
-    model = getattr(encoder.model, "module", encoder.model)  # unwrap DDP
-    model.save_pretrained(path)
-    encoder.tokenizer.save_pretrained(path)
-    (path / "1_Pooling").mkdir(exist_ok=True)
+    (path / "1_Pooling").mkdir(parents=True, exist_ok=True)
     (path / "1_Pooling" / "config.json").write_text(json.dumps({
-        "word_embedding_dimension": encoder.hidden_size,
-        "pooling_mode_cls_token": encoder.pooling == "cls",
-        "pooling_mode_mean_tokens": encoder.pooling == "mean",
+        "word_embedding_dimension": hidden_size,
+        "pooling_mode_cls_token": pooling == "cls",
+        "pooling_mode_mean_tokens": pooling == "mean",
         "pooling_mode_max_tokens": False,
         "pooling_mode_mean_sqrt_len_tokens": False,
     }, indent=2))
-    (path / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": encoder.max_length,
+    if max_length is None:
+        return
+    (path / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": max_length,
                                                                 "do_lower_case": False}, indent=2))
     (path / "modules.json").write_text(json.dumps([
         {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
         {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
     ], indent=2))
+
+
+def save_sentence_transformer(encoder: Encoder, path: str | Path) -> Path:
+    """Save in SentenceTransformer layout (Transformer + Pooling), loadable with ``SentenceTransformer(path)``."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    encoder.module.save_pretrained(path)
+    encoder.tokenizer.save_pretrained(path)
+    write_st_config(path, encoder.hidden_size, encoder.pooling, encoder.max_length)
     return path
 
 
 def truncate_layers(encoder: Encoder, num_layers: int) -> Encoder:
-    """Keep the first ``num_layers`` transformer blocks (a separately trained sub-model)."""
-    blocks = encoder.model.encoder.layer
+    """Keep the first ``num_layers`` transformer blocks (a separately trained sub-model, an exported cell, a latency
+    measurement); the dropped blocks are neither run nor saved."""
+    model = encoder.module
+    blocks = model.encoder.layer
     if not 1 <= num_layers <= len(blocks):
         raise M2DError(f"truncate: layer {num_layers} is out of range; allowed 1..{len(blocks)}")
-    encoder.model.encoder.layer = blocks[:num_layers]
-    encoder.model.config.num_hidden_layers = num_layers
+    model.encoder.layer = blocks[:num_layers]
+    model.config.num_hidden_layers = num_layers
     return encoder

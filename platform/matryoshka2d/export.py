@@ -146,7 +146,7 @@ def export_cell(source: str, layer: int, dim: int, out: str | Path, force: bool 
     sizes on disk and, with ``bench`` > 0, encode speeds of the export and the full model on ``bench`` STS-B sentences.
     Every input is checked (config.json and file names only) before weights load."""
     from .encoder import load_encoder, resolve_model_path
-    from .preflight import model_shape
+    from .resolve import model_shape
 
     name = resolve_source(source)
     shape = model_shape(name)

@@ -1,136 +1,27 @@
 """Methods are data: every 2D Matryoshka method is a :class:`MethodConfig` of the one 2D loss.
 
-A config speaks in model-independent terms (``"1..L-1"``, ``[128, "H"]``); :meth:`MethodConfig.resolve`
-turns it into concrete layers/dims for a model with L blocks and hidden size H, checking every field.
+A config speaks in model-independent terms (``"1..L-1"``, ``[128, "H"]``: the grammar of :mod:`.cells`);
+:meth:`MethodConfig.resolve` turns it into concrete layers/dims for a model with L blocks and hidden size H,
+checking every field.
 Layers are ``hidden_states`` indices: 0 = embedding output, 1..L = transformer blocks.
 """
 
 from __future__ import annotations
 
-import ast
-import operator
 from dataclasses import dataclass, field
-from typing import Literal, Union
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from .cells import LAYER_SCHEMES, default_dims, layer_weight
+from .cells import LAYER_SCHEMES, Expr, eval_expr, layer_weights, parse_dims, parse_layers
 from .errors import M2DError
 
-Expr = Union[int, str]
-TASK_LOSS_NAMES = ("mnrl", "ce", "cosent", "angle")
+TaskLoss = Literal["mnrl", "ce", "cosent", "angle"]  # the one list of names; ``losses.TASK_LOSSES`` maps them to classes
+IN_BATCH = ("mnrl", "ce")  # losses over a score matrix of in-batch (and hard) negatives: triplets, not scored pairs
 
 
-MAX_VALUE = 10**6  # no model has a layer or dim beyond this; bigger results are typos (or ``9**9**9``)
-_OPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv}
-
-
-def eval_expr(expr: Expr, L: int, H: int, field_name: str) -> int:
-    """Evaluate ``3``, ``"L-1"``, ``"H/2"``, ``"min(128,H)"``: integers, L, H, + - * /, min/max, parentheses.
-
-    A small tree walker over Python's own parser, never ``eval``: anything else (``**``, names, calls,
-    floats) is an error, and so is any value beyond 10^6 (checked at every node, so nothing can grow).
-    """
-    if isinstance(expr, bool) or not isinstance(expr, (int, str)):
-        raise M2DError(f"{field_name}: cannot read {expr!r}; use integers, L (blocks), H (hidden size), + - * /")
-    if isinstance(expr, int):
-        value: float = expr
-    else:
-        text = str(expr).strip()
-        try:
-            tree = ast.parse(text, mode="eval").body if len(text) <= 200 else None
-        except SyntaxError:
-            tree = None
-        if tree is None:
-            raise M2DError(f"{field_name}: cannot read {expr!r}; use integers, L, H, + - * /, min(), max()")
-        value = _walk(tree, {"L": L, "H": H}, expr, field_name)
-    if abs(value - round(value)) > 1e-9:
-        raise M2DError(f"{field_name}: {expr!r} = {value:g} is not an integer")
-    return int(round(value))
-
-
-def _walk(node: ast.AST, names: dict[str, int], expr: Expr, field_name: str) -> float:
-    def bad(what: str):
-        return M2DError(f"{field_name}: cannot read {expr!r}: {what}; allowed integers, L, H, + - * /, "
-                        "min(), max() and parentheses")
-
-    if isinstance(node, ast.Constant) and type(node.value) is int:
-        value = node.value
-    elif isinstance(node, ast.Name) and node.id in names:
-        value = names[node.id]
-    elif isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.UAdd, ast.USub)):
-        inner = _walk(node.operand, names, expr, field_name)
-        value = -inner if isinstance(node.op, ast.USub) else inner
-    elif isinstance(node, ast.BinOp) and type(node.op) in _OPS:
-        left, right = (_walk(n, names, expr, field_name) for n in (node.left, node.right))
-        if isinstance(node.op, ast.Div) and right == 0:
-            raise M2DError(f"{field_name}: {expr!r} divides by zero")
-        value = _OPS[type(node.op)](left, right)
-    elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in ("min", "max")
-          and node.args and not node.keywords):
-        args = [_walk(a, names, expr, field_name) for a in node.args]
-        value = min(args) if node.func.id == "min" else max(args)
-    elif isinstance(node, ast.BinOp) and isinstance(node.op, ast.Pow):
-        raise bad("'**' is not supported")
-    else:
-        raise bad(f"unexpected {ast.unparse(node)!r}")
-    if abs(value) > MAX_VALUE:
-        raise M2DError(f"{field_name}: {expr!r} exceeds {MAX_VALUE:,} (no layer or dim is that large)")
-    return value
-
-
-def split_top(text: str) -> list[str]:
-    """Split on commas outside parentheses: ``"min(128,H),H"`` -> ``["min(128,H)", "H"]``."""
-    parts, depth, current = [], 0, ""
-    for ch in text:
-        depth += (ch == "(") - (ch == ")")
-        if ch == "," and depth == 0:
-            parts.append(current)
-            current = ""
-        else:
-            current += ch
-    return [p.strip() for p in parts + [current] if p.strip()]
-
-
-def resolve_layers(spec: Expr | list[Expr], L: int, field_name: str) -> list[int]:
-    """``"none"``, ``"a..b"`` (inclusive, ends may use L), or a list; every layer must be in 0..L."""
-    if isinstance(spec, int):
-        spec = [spec]
-    if isinstance(spec, str):
-        text = spec.strip()
-        if text == "none":
-            return []
-        if ".." in text:
-            lo, hi = (eval_expr(part, L, 0, field_name) for part in text.split("..", 1))
-            layers = list(range(lo, hi + 1))
-        else:
-            layers = [eval_expr(part, L, 0, field_name) for part in split_top(text)]
-    else:
-        layers = [eval_expr(item, L, 0, field_name) for item in spec]
-    for layer in layers:
-        if not 0 <= layer <= L:
-            raise M2DError(f"{field_name}: layer {layer} is out of range; allowed 0..{L} (0 = embedding output)")
-    return sorted(set(layers))
-
-
-def resolve_dims(spec: Expr | list[Expr], H: int, field_name: str) -> list[int]:
-    """``"pow2"`` (8, 16, ... up to H, plus H), ``"H"``, ``"128,H"`` or a list; every dim must be in 1..H."""
-    if isinstance(spec, int):
-        spec = [spec]
-    if isinstance(spec, str):
-        text = spec.strip()
-        if text == "pow2":
-            return sorted(default_dims(H), reverse=True)  # descending, like MatryoshkaLoss (draw order)
-        items: list[Expr] = list(split_top(text))
-    else:
-        items = list(spec)
-    dims = [eval_expr(item, 0, H, field_name) for item in items]
-    if not dims:
-        raise M2DError(f"{field_name}: empty dim list; give e.g. 'pow2', 'H' or '128,H'")
-    for dim in dims:
-        if not 1 <= dim <= H:
-            raise M2DError(f"{field_name}: dim {dim} is out of range; allowed 1..{H} (the hidden size)")
-    return sorted(set(dims), reverse=True)
+def _descending(dims: list[int]) -> list[int]:
+    return sorted(dims, reverse=True)  # largest first, like MatryoshkaLoss: the order cells are drawn in
 
 
 class _Strict(BaseModel):
@@ -177,7 +68,7 @@ class MethodConfig(_Strict):
     """
 
     name: str = "custom"
-    task_loss: Literal["mnrl", "ce", "cosent", "angle"] = "mnrl"
+    task_loss: TaskLoss = "mnrl"
     scale: float = Field(20.0, gt=0)
     last_layer_dims: Expr | list[Expr] = "H"
     last_layer_weight: float = Field(1.0, ge=0)
@@ -227,11 +118,12 @@ class MethodConfig(_Strict):
             last_dims, prior, prior_dims = [], [], []
         else:
             pairs = []
-            last_dims = resolve_dims(self.last_layer_dims, H, f + "last_layer_dims") if self.last_layer_weight > 0 else []
-            prior = resolve_layers(self.prior_layers, L, f + "prior_layers")
+            last_dims = _descending(parse_dims(self.last_layer_dims, H, f + "last_layer_dims")) \
+                if self.last_layer_weight > 0 else []
+            prior = parse_layers(self.prior_layers, L, f + "prior_layers", allow_none=True)
             if L in prior:
                 raise M2DError(f"{f}prior_layers: must not contain the last layer {L}; allowed 0..{L - 1}")
-            prior_dims = resolve_dims(self.prior_dims, H, f + "prior_dims") if prior else []
+            prior_dims = _descending(parse_dims(self.prior_dims, H, f + "prior_dims")) if prior else []
             if self.sublayer_full_dim and prior and H not in prior_dims:
                 prior_dims = [H] + prior_dims
             if not last_dims and not prior:
@@ -239,26 +131,14 @@ class MethodConfig(_Strict):
         for dim in self.dim_weights:
             if not 1 <= dim <= H:
                 raise M2DError(f"{f}dim_weights: dim {dim} is out of range; allowed 1..{H}")
-        weights = {}
-        explicit = not isinstance(self.layer_weighting, str)
-        if explicit and len(self.layer_weighting) != L + 1:
-            raise M2DError(f"{f}layer_weighting: an explicit list needs {L + 1} weights, one per layer 0..{L} "
-                           f"(0 = embedding output), got {len(self.layer_weighting)}")
-        for layer in prior or [p[0] for p in pairs]:
-            if explicit:  # indexed by layer, no offset
-                weights[layer] = float(self.layer_weighting[layer])
-                continue
-            x = layer + self.layer_offset
-            if self.layer_weighting in ("linear", "log") and x < 1:
-                raise M2DError(f"{f}layer_offset: {self.layer_weighting} weighting needs layer + offset >= 1, "
-                               f"layer {layer} + {self.layer_offset} = {x}; raise layer_offset")
-            weights[layer] = layer_weight(self.layer_weighting, x, L + self.layer_offset, self.exponential_base)
+        weights = layer_weights(self.layer_weighting, prior or [p[0] for p in pairs], L, self.layer_offset,
+                                self.exponential_base, prefix=f)
         k = eval_expr(self.pca_align.k, L, H, f + "pca_align.k") if self.pca_align.weight > 0 else 0
         if self.pca_align.weight > 0 and not 1 <= k <= H:
             raise M2DError(f"{f}pca_align.k: {k} is out of range; allowed 1..{H}")
-        if self.score_align.weight > 0 and self.task_loss not in ("mnrl", "ce"):
+        if self.score_align.weight > 0 and self.task_loss not in IN_BATCH:
             raise M2DError(f"{f}score_align: needs task_loss 'mnrl' or 'ce' (a score matrix); got {self.task_loss!r}")
-        if self.fixed_documents and self.task_loss not in ("mnrl", "ce"):
+        if self.fixed_documents and self.task_loss not in IN_BATCH:
             raise M2DError(f"{f}fixed_documents: needs task_loss 'mnrl' or 'ce' (query and document columns); "
                            f"got {self.task_loss!r}")
         return ResolvedMethod(config=self, num_layers=L, hidden_size=H, last_dims=last_dims, prior_layers=prior,

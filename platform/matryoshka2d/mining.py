@@ -21,14 +21,11 @@ from .errors import M2DError
 
 def mined_path(cfg: Config) -> tuple[Path, dict]:
     """Where the negatives of ``cfg`` are cached, and the description that names them."""
-    from .data import file_checksums, train_source
+    from .data import file_checksums, training_source
     from .encoder import resolve_model_path
-    from .tracking import m2d_home
+    from .config import m2d_home
 
-    kind, name, split = train_source(cfg.method.task_loss, cfg.data.train, cfg.data.train_split, cfg.data.data_dir)
-    if kind != "retrieval":
-        raise M2DError(f"data.hard_negatives: needs a retrieval training set (BEIR qrels, e.g. scifact) and task "
-                       f"loss mnrl or ce; {cfg.data.train!r} with {cfg.method.task_loss!r} reads {kind}")
+    _, name, split = training_source(cfg)  # refuses hard negatives of a set that is not retrieval
     model_path = resolve_model_path(cfg.model.name)
     model_files = {p.name: _sha(p) for p in sorted(Path(model_path).glob("*.json"))} if Path(model_path).is_dir() \
         else {}

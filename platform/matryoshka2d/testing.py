@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
@@ -23,6 +22,8 @@ def make_tiny_bert(path: str | Path, num_layers: int = 4, hidden_size: int = 32,
     (pair cosines within 1e-5 of 1), so a test that ranks CLS cosines needs a larger one, e.g. 0.5."""
     from transformers import BertConfig, BertModel, BertTokenizer
 
+    from .encoder import write_st_config
+
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     tokenizer = BertTokenizer(vocab=str(bundled_vocab()))  # ``vocab_file=`` is silently ignored in transformers 5
@@ -32,12 +33,7 @@ def make_tiny_bert(path: str | Path, num_layers: int = 4, hidden_size: int = 32,
     torch.manual_seed(seed)
     BertModel(config).save_pretrained(path)
     tokenizer.save_pretrained(path)
-    (path / "1_Pooling").mkdir(exist_ok=True)
-    (path / "1_Pooling" / "config.json").write_text(json.dumps({
-        "word_embedding_dimension": hidden_size,
-        "pooling_mode_cls_token": pooling == "cls",
-        "pooling_mode_mean_tokens": pooling == "mean",
-    }))
+    write_st_config(path, hidden_size, pooling)  # the pooling only: to SentenceTransformer a plain HF folder
     return path
 
 

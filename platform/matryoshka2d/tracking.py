@@ -13,13 +13,13 @@ that store go to ``$M2D_HOME/mlartifacts`` (absolute ``file://`` URI, set on the
 
 from __future__ import annotations
 
-import math
 import os
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
 
+from .config import m2d_home
 from .errors import M2DError
 
 if TYPE_CHECKING:
@@ -35,11 +35,6 @@ SUMMARIES = ("grid_mean", "sublayer_mean", "lowdim_mean", "full", "worst_cell")
 
 
 # -- where runs go ----------------------------------------------------------------------------------------
-def m2d_home() -> Path:
-    """``$M2D_HOME`` or ``~/.matryoshka2d``: the absolute home of the default MLflow store and Ray results."""
-    return Path(os.environ.get("M2D_HOME") or "~/.matryoshka2d").expanduser().resolve()
-
-
 def resolve_tracking_uri(uri: str | None = None) -> str:
     """``--tracking-uri`` > ``$MLFLOW_TRACKING_URI`` > ``sqlite:///$M2D_HOME/mlflow.db``; sqlite paths made absolute.
 
@@ -194,22 +189,9 @@ def git_commit(root: Path | None = None) -> str | None:
 
 def data_checksums(cfg: "Config") -> dict[str, str]:
     """``{"m2d.data.<file>": sha256[:16]}`` for the training and evaluation files this config reads."""
-    from .data.registry import expand_eval_names, file_checksums, train_source
+    from .data.sources import checksums
 
-    _, name, split = train_source(cfg.method.task_loss, cfg.data.train, cfg.data.train_split, cfg.data.data_dir)
-    try:
-        evaluated = expand_eval_names(cfg.eval.datasets, cfg.data.data_dir)[0]
-    except M2DError:
-        evaluated = []
-    reads = [(name, split)] + [(ds, cfg.eval.split) for ds in evaluated]
-    tags: dict[str, str] = {}
-    for ds, split in reads:
-        try:
-            sums = file_checksums(ds, split, cfg.data.data_dir)
-        except M2DError:
-            continue  # reported by the trainer itself, with a better message
-        tags.update({f"m2d.data.{path}": digest for path, digest in sums.items()})
-    return tags
+    return {f"m2d.data.{path}": digest for path, digest in checksums(cfg).items()}
 
 
 # -- runs -------------------------------------------------------------------------------------------------
@@ -279,29 +261,9 @@ def cell_key(dataset: str, metric: str, layer: int, dim: int) -> str:
     return f"{dataset}/{metric}/cell/L{layer:02d}_D{dim:04d}"
 
 
-def grid_summaries(grid: "GridResult") -> dict[str, float]:
-    """``summarize(flat=True)`` plus ``<ds>/<metric>/worst_cell``: the weakest sub-layer cell (all cells if one layer).
-
-    ``worst_cell`` is the second objective of multi-objective sweeps: a method can raise the grid mean
-    while one small cell collapses.
-    """
-    import numpy as np
-
-    from .evaluate.grid import summarize
-
-    out = summarize(grid, flat=True)
-    for ds in grid.datasets():
-        for metric in grid.metrics(ds):
-            _, _, values = grid.matrix(ds, metric)
-            sub = values[:-1, :] if values.shape[0] > 1 else values
-            finite = sub[np.isfinite(sub)]
-            out[f"{ds}/{metric}/worst_cell"] = float(finite.min()) if finite.size else math.nan
-    return out
-
-
 def cell_metrics(grid: "GridResult") -> dict[str, float]:
-    """Every cell as ``<dataset>/<metric>/L<l>_D<d>``: with :func:`grid_summaries`, the MLflow columns to compare
-    trials on."""
+    """Every cell under its :func:`cell_key`: with ``evaluate.grid.summarize(grid, flat=True)``, the MLflow columns to
+    compare trials on."""
     return {cell_key(r.dataset, r.metric, r.layer, r.dim): r.value for r in grid.rows}
 
 
@@ -372,38 +334,6 @@ def table_tag(*paths: str) -> dict[str, str]:
     from mlflow.utils.mlflow_tags import MLFLOW_LOGGED_ARTIFACTS
 
     return {MLFLOW_LOGGED_ARTIFACTS: json.dumps([{"path": p, "type": "table"} for p in paths])}
-
-
-def log_sweep_summary(mlf: "MlflowClient", parent: str, out_dir: Path, baseline: str | None = None) -> dict:
-    """On a sweep's parent run: every trial's grid as small multiples (one colour scale), each trial minus the
-    baseline trial (``baseline``, else the first trial of the parent's method), the best trial per cell, and a
-    leaderboard table; as files under ``summary/`` and as images keyed ``sweep/<dataset>/<metric>/<figure>``.
-    Written again on every (resumed) end, replacing the last. Returns what :func:`compare.write` wrote."""
-    import pandas as pd
-
-    from . import compare
-
-    entries = compare.from_mlflow(mlf, parent, Path(out_dir) / "grids")
-    compare.unique_labels(entries)
-    method = mlf.get_run(parent).data.tags.get("m2d.method")
-    base = compare.baseline_index(entries, baseline, method)
-    written = compare.write(entries, Path(out_dir), base)
-    step = len(entries)
-    for ds, metric, kind, path in written["figures"]:
-        mlf.log_artifact(parent, str(path), artifact_path="summary")
-        Upload(path, key=mlflow_key(f"sweep/{ds}/{metric}/{kind}"), step=step).send(mlf, parent)
-    tables = []
-    for path in written["tables"]:
-        mlf.log_artifact(parent, str(path), artifact_path="summary")
-    for ds, metric, rows in written["leaderboards"]:
-        table = Path(out_dir) / f"leaderboard_{compare.safe(ds)}_{compare.safe(metric)}.json"
-        pd.DataFrame(rows).to_json(table, orient="split", index=False)
-        mlf.log_artifact(parent, str(table), artifact_path="summary")
-        tables.append(f"summary/{table.name}")
-    mlf.set_tag(parent, "m2d.baseline_trial", entries[base].run_id or "")
-    for key, value in table_tag(*tables).items():
-        mlf.set_tag(parent, key, value)
-    return written
 
 
 # -- an unreachable tracking server -----------------------------------------------------------------------

@@ -23,40 +23,23 @@ import yaml
 from tqdm.auto import tqdm
 
 from .config import Config
+from .data.sources import TrainData, load_training
 from .encoder import Encoder, load_encoder, save_sentence_transformer, truncate_layers
 from .errors import M2DError
 from .losses import Matryoshka2DLoss
+from .resolve import ResolvedRun, resolve
 
 
 # -- data -------------------------------------------------------------------------------------------------
-@dataclass
-class TrainData:
-    """Text columns (anchor, positive[, negative]) or (sentence1, sentence2) with float labels."""
-
-    columns: list[list[str]]
-    labels: list[float] | None = None
-
-    def __len__(self) -> int:
-        return len(self.columns[0])
-
-
 def load_train_data(cfg: Config) -> TrainData:
-    from .data import load_train_source
-    from .data.types import Triplets
-
+    """The training columns (with mined hard negatives when ``data.hard_negatives``), capped, checked against the batch."""
     if cfg.data.hard_negatives:  # (query, positive, mined negatives...): mined once, cached
         from .mining import ensure_mined, load_mined
 
         out = TrainData(load_mined(ensure_mined(cfg, show_progress=False)))
     else:
-        loaded = load_train_source(cfg.method.task_loss, cfg.data.train, cfg.data.train_split, cfg.data.data_dir)
-        if isinstance(loaded, Triplets):
-            out = TrainData([loaded.anchors, loaded.positives] + ([loaded.negatives] if loaded.negatives else []))
-        else:
-            out = TrainData([loaded.sentences1, loaded.sentences2], list(loaded.scores))
-    if cfg.data.max_train_examples:
-        n = cfg.data.max_train_examples
-        out = TrainData([c[:n] for c in out.columns], out.labels[:n] if out.labels else None)
+        out = load_training(cfg)
+    out = out.head(cfg.data.max_train_examples)
     if len(out) < cfg.train.batch_size:
         raise M2DError(f"train.batch_size: {cfg.train.batch_size} exceeds the {len(out)} training examples")
     return out
@@ -113,10 +96,9 @@ def save_checkpoint(path: Path, step: int, encoder: Encoder, opt, sched, loss: M
                     history: list[dict] | None = None) -> Path:
     tmp = path.with_name(path.name + ".tmp")
     tmp.mkdir(parents=True, exist_ok=True)
-    model = getattr(encoder.model, "module", encoder.model)
     torch.save({
         "step": step,
-        "model": model.state_dict(),
+        "model": encoder.module.state_dict(),
         "optimizer": opt.state_dict(),
         "scheduler": sched.state_dict(),
         "rng": {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state(),
@@ -140,7 +122,7 @@ def read_checkpoint(path: Path) -> dict:
 
 
 def apply_checkpoint(state: dict, encoder: Encoder, opt, sched, loss: Matryoshka2DLoss) -> int:
-    getattr(encoder.model, "module", encoder.model).load_state_dict(state["model"])
+    encoder.module.load_state_dict(state["model"])
     opt.load_state_dict(state["optimizer"])
     sched.load_state_dict(state["scheduler"])
     rng = state["rng"]
@@ -274,17 +256,14 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def evaluate_encoder(encoder: Encoder, cfg: Config, datasets=None, per_item: bool = False):
-    """Grid evaluation on the configured sets (loaded once and cached by the caller via ``datasets``)."""
+def evaluate_encoder(encoder: Encoder, run: ResolvedRun, datasets=None, per_item: bool = False):
+    """Grid evaluation of the run's cells on the configured sets (loaded once and cached by the caller via ``datasets``)."""
     from .evaluate import evaluate_grid
-    from .cells import parse_dims, parse_layers
 
-    layers = parse_layers(cfg.eval.layers, encoder.num_layers, "eval.layers")
-    dims = parse_dims(cfg.eval.dims, encoder.hidden_size, "eval.dims")
-    # use_ray=False: inside a Ray Train/Tune worker Ray is initialised, and cell tasks would queue behind the
-    # trials that hold every CPU (a deadlock); the in-training grid is small enough to score in-process.
+    cfg, layers, dims = run.config, run.eval_layers, run.eval_dims
+    # in-process (the default executor): in a Ray Train/Tune worker the trials hold every CPU a cell task would need
     return evaluate_grid(encoder, datasets, layers, dims, batch_size=cfg.eval.batch_size, show_progress=False,
-                         use_ray=False, similarity=cfg.eval.similarity, fixed_documents=cfg.eval.fixed_documents,
+                         similarity=cfg.eval.similarity, fixed_documents=cfg.eval.fixed_documents,
                          sts_avg="sts-avg" in cfg.eval.datasets, per_item=per_item)
 
 
@@ -327,8 +306,6 @@ def train(cfg: Config, out_dir: str | Path, hooks: Hooks | None = None) -> dict:
     Resumes from the newest readable checkpoint of the same training (a different config is refused before
     anything is loaded or written); a finished run (its final-step checkpoint exists) trains no further.
     """
-    from .preflight import check_for_model
-
     hooks = hooks or Hooks()
     out = Path(out_dir)
     ckpt_dir = out / "checkpoints"
@@ -336,16 +313,14 @@ def train(cfg: Config, out_dir: str | Path, hooks: Hooks | None = None) -> dict:
         (checkpoints(ckpt_dir) if hooks.local_resume else [])
     if hooks.rank == 0:
         check_resume(out, cfg, [c for c in candidates if c.parent == ckpt_dir] or candidates)
-    check_for_model(cfg)  # method, evaluated cells, max length: before training, not after it
+    run = resolve(cfg)  # method, evaluated cells, max length: before training, not after it
     out.mkdir(parents=True, exist_ok=True)
     seed_everything(cfg.train.seed)
     encoder = load_encoder(cfg.model.name, pooling=cfg.model.pooling, max_length=cfg.model.max_length,
                            device=hooks.device)
-    method = cfg.method
-    if method.truncate_model:  # pairs on one layer: checked by check_for_model
-        truncate_layers(encoder, method.resolve(encoder.num_layers, encoder.hidden_size).pairs[0][0])
-    resolved = method.resolve(encoder.num_layers, encoder.hidden_size)
-    loss_fn = Matryoshka2DLoss(resolved, seed=cfg.train.seed)
+    if run.truncated:  # a separately trained sub-model: the encoder is cut to its one layer
+        truncate_layers(encoder, run.num_layers)
+    loss_fn = Matryoshka2DLoss(run.method, seed=cfg.train.seed)
     data = load_train_data(cfg)
     eval_sets = load_eval_sets(cfg) if hooks.rank == 0 else []
 
@@ -381,7 +356,7 @@ def train(cfg: Config, out_dir: str | Path, hooks: Hooks | None = None) -> dict:
     encoder.train()
     # a bar on a terminal; in a log (nohup, CI, a pipe) one plain line per log_every steps on stdout instead
     show = hooks.show_progress and hooks.rank == 0 and not finished
-    bar = tqdm(total=cfg.train.max_steps, initial=start, desc=f"train {method.name}", unit="step",
+    bar = tqdm(total=cfg.train.max_steps, initial=start, desc=f"train {cfg.method.name}", unit="step",
                disable=not (show and sys.stderr.isatty()))
     step = start
     for step in range(start, cfg.train.max_steps):
@@ -415,7 +390,7 @@ def train(cfg: Config, out_dir: str | Path, hooks: Hooks | None = None) -> dict:
         bar.update(1)
         bar.set_postfix(loss=f"{loss_value:.4f}", step_s=f"{stats['step_s'][-1]:.2f}")
         if show and bar.disable and (done % cfg.train.log_every == 0 or done == cfg.train.max_steps):
-            print(f"train {method.name}: step {done}/{cfg.train.max_steps} loss {loss_value:.4f} "
+            print(f"train {cfg.method.name}: step {done}/{cfg.train.max_steps} loss {loss_value:.4f} "
                   f"{stats['step_s'][-1]:.2f} s/step", flush=True)
         metrics = {"step": done, "loss": loss_value, "lr": sched.get_last_lr()[0],
                    **{f"loss/{k}": v for k, v in parts_sum.items()}}
@@ -429,7 +404,7 @@ def train(cfg: Config, out_dir: str | Path, hooks: Hooks | None = None) -> dict:
             _prune(ckpt_dir, cfg.train.keep_checkpoints)
         is_eval = cfg.eval.every_steps and done % cfg.eval.every_steps == 0 and done < cfg.train.max_steps
         if is_eval and hooks.rank == 0:
-            metrics["grid"] = evaluate_encoder(encoder, cfg, eval_sets)
+            metrics["grid"] = evaluate_encoder(encoder, run, eval_sets)
         # the condition is the same on every rank: Ray Train's report is a barrier across workers
         if done % cfg.train.log_every == 0 or is_ckpt or is_eval:
             hooks.report(metrics, checkpoint)
@@ -443,7 +418,7 @@ def train(cfg: Config, out_dir: str | Path, hooks: Hooks | None = None) -> dict:
     if hooks.rank == 0:
         if not (finished and (out / "model" / "modules.json").is_file()):
             save_sentence_transformer(encoder, out / "model")
-        grid = evaluate_encoder(encoder, cfg, eval_sets, per_item=True)
+        grid = evaluate_encoder(encoder, run, eval_sets, per_item=True)
         grid.to_csv(out / "grid.csv")
         grid.save_items(out / "items.npz")  # per pair / per query: what paired bootstraps resample
         (out / "history.json").write_text(json.dumps(history))

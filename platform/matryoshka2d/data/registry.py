@@ -11,8 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from matryoshka2d.errors import M2DError
-
+from ..errors import M2DError
+from ..methods import IN_BATCH
 from ._io import first_existing, sha256_prefix
 from .hf import load_hf_sts
 from .nli import senteval_splits, triplets_from_senteval, load_triplet_tsv
@@ -268,7 +268,7 @@ def train_source(task_loss: str, name: str, split: str, data_dir: str | Path | N
     """What a training run reads: (kind, dataset, split). ``mnrl`` / ``ce`` take triplets or, for a BEIR set (``scifact``
     or a BEIR folder), (query, positive) pairs of its training qrels; score losses take scored pairs (``snli`` has
     none, so they train on STS-B train)."""
-    if task_loss in ("mnrl", "ce"):
+    if task_loss in IN_BATCH:
         if name in REGISTRY and REGISTRY[name].kind == "retrieval":
             return "retrieval", name, "train"
         path = None if name in REGISTRY else _existing_path(name, data_dir)

@@ -16,7 +16,7 @@ from ..data.types import RetrievalSet, STSPairs
 from ..errors import M2DError
 from . import quantized, retrieval, sts
 from .precision import FLOAT, is_rescored, parse_precisions, split_metric
-from .parallel import score_cells
+from .parallel import Executor, in_process
 
 CSV_HEADER = ("dataset", "split", "metric", "layer", "dim", "value")
 STS_AVG = "sts-avg"
@@ -104,13 +104,14 @@ class GridResult:
 def evaluate_grid(encoder, datasets: Sequence[STSPairs | RetrievalSet], layers: str | Sequence[int] | None = None,
                   dims: str | Sequence[int] | None = None, batch_size: int = 64, similarity: str = "cos",
                   show_progress: bool | None = None, sts_avg: bool = False, ignore_identical_ids: bool = True,
-                  use_ray: bool | None = None, fixed_documents: bool = False, per_item: bool = False,
+                  executor: Executor = in_process, fixed_documents: bool = False, per_item: bool = False,
                   precisions: str | Sequence[str] | None = None, rescore_multiplier: int = 4) -> GridResult:
     """Score every (layer, dim) cell on every dataset, encoding each text set once.
 
     ``similarity`` applies to retrieval ("cos": renormalise the truncated vectors; "dot": raw inner product,
     as the Tevatron evaluation); STS always uses cosine. ``sts_avg`` adds ``sts-avg`` rows (mean Spearman
-    over the STS sets, per cell). Cells run as Ray tasks when Ray is initialised (``use_ray=None``).
+    over the STS sets, per cell). ``executor`` scores the cells of each dataset (:mod:`.parallel`: in-process by
+    default, ``ray_tasks`` for Ray tasks); the caller chooses, it is never inferred from a running Ray.
     ``ignore_identical_ids`` drops a retrieved doc whose id equals the query id, as BEIR's evaluate does.
     ``fixed_documents``: documents are always encoded by the last layer (queries at (l, d), documents at (L, d)),
     the seed's "fixed-doc" setting. ``per_item`` keeps the per-pair / per-query values (:attr:`GridResult.items`).
@@ -157,7 +158,7 @@ def evaluate_grid(encoder, datasets: Sequence[STSPairs | RetrievalSet], layers: 
             shared.update(precisions=tuple(precisions), rescore_multiplier=rescore_multiplier)
             if isinstance(ds, RetrievalSet):
                 shared["doc_ranks"] = quantized.doc_ranks(shared["doc_ids"])
-        scores = score_cells(fn, shared, cells, use_ray)
+        scores = executor(fn, shared, cells)
         t2 = time.perf_counter()
         for (pos, dim), metrics in zip(cells, scores):
             for name, values in metrics.pop("_items", {}).items():
@@ -226,9 +227,11 @@ def _sts_avg_rows(rows: list[Row], sts_sets: list[STSPairs]) -> list[Row]:
 
 def summarize(result: GridResult, flat: bool = False) -> dict:
     """Per dataset and metric: ``grid_mean`` (all cells), ``sublayer_mean`` (layer < max layer),
-    ``lowdim_mean`` (dim < max dim) and ``full`` (max layer, max dim); NaN where a subset is empty.
+    ``lowdim_mean`` (dim < max dim), ``full`` (max layer, max dim) and ``worst_cell`` (the weakest finite cell of
+    layer < max layer, of all cells when there is one layer); NaN where a subset is empty.
 
-    ``flat=True`` gives ``{"<dataset>/<metric>/<name>": value}`` (ready for MLflow-style logging).
+    ``worst_cell`` is the second objective of multi-objective sweeps: a method can raise the grid mean while one
+    small cell collapses. ``flat=True`` gives ``{"<dataset>/<metric>/<name>": value}`` (ready for MLflow-style logging).
     """
     out: dict = {}
     for ds in result.datasets():
@@ -239,6 +242,7 @@ def summarize(result: GridResult, flat: bool = False) -> dict:
                 "sublayer_mean": _mean(m[:-1, :]),
                 "lowdim_mean": _mean(m[:, :-1]),
                 "full": float(m[-1, -1]),
+                "worst_cell": _min(m[:-1, :] if m.shape[0] > 1 else m),
             }
     if flat:
         return {f"{ds}/{metric}/{k}": v for ds, ms in out.items() for metric, vals in ms.items() for k, v in vals.items()}
@@ -247,3 +251,8 @@ def summarize(result: GridResult, flat: bool = False) -> dict:
 
 def _mean(values: np.ndarray) -> float:
     return float(np.mean(values)) if values.size else math.nan
+
+
+def _min(values: np.ndarray) -> float:
+    finite = values[np.isfinite(values)]
+    return float(finite.min()) if finite.size else math.nan

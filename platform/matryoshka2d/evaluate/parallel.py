@@ -1,7 +1,11 @@
-"""Run independent cell-scoring functions in-process, or as Ray tasks when Ray is initialised.
+"""Executors for the grid's independent cell-scoring functions. The caller of ``evaluate_grid`` chooses one; none
+is picked by itself (inside a Ray Train/Tune worker Ray is initialised, but the trials hold every CPU, so cell
+tasks would never be scheduled).
 
-The shared inputs (embedding arrays, ids, qrels) go to the object store ONCE per dataset; each task
-gets the ref, and Ray resolves it in the worker (numpy arrays are read zero-copy from shared memory).
+:func:`in_process` (the default) scores the cells one after another here. :func:`ray_tasks` (``m2d eval --ray``)
+scores each cell as a Ray task: the shared inputs (embedding arrays, ids, qrels) go to the object store ONCE per
+dataset; each task gets the ref, and Ray resolves it in the worker (numpy arrays are read zero-copy from shared
+memory).
 """
 
 from __future__ import annotations
@@ -10,12 +14,19 @@ import warnings
 from typing import Callable
 
 CellFn = Callable[[dict, int, int], dict[str, float]]
+# ``executor(fn, shared, cells)``: ``fn(shared, layer_position, dim)`` of each cell, in order (one call per dataset)
+Executor = Callable[[CellFn, dict, list[tuple[int, int]]], list[dict[str, float]]]
 
 
 def _run_cell(fn: CellFn, shared: dict, pos: int, dim: int) -> dict[str, float]:
     with warnings.catch_warnings():  # torch warns on read-only (object-store) numpy buffers; we never write
         warnings.filterwarnings("ignore", message=".*not writable.*")
         return fn(shared, pos, dim)
+
+
+def in_process(fn: CellFn, shared: dict, cells: list[tuple[int, int]]) -> list[dict[str, float]]:
+    """Every cell in this process, in order."""
+    return [_run_cell(fn, shared, pos, dim) for pos, dim in cells]
 
 
 _remote_cell = None
@@ -30,20 +41,8 @@ def _remote():
     return _remote_cell
 
 
-def ray_active() -> bool:
-    try:
-        import ray
-    except ImportError:
-        return False
-    return ray.is_initialized()
-
-
-def score_cells(fn: CellFn, shared: dict, cells: list[tuple[int, int]], use_ray: bool | None = None) -> list[dict[str, float]]:
-    """``fn(shared, layer_position, dim)`` for each cell, in order; Ray tasks when ``use_ray`` (default: Ray is up)."""
-    if use_ray is None:
-        use_ray = ray_active()
-    if not use_ray:
-        return [_run_cell(fn, shared, pos, dim) for pos, dim in cells]
+def ray_tasks(fn: CellFn, shared: dict, cells: list[tuple[int, int]]) -> list[dict[str, float]]:
+    """Every cell as a Ray task (one CPU each) on the Ray this process is connected to; ``shared`` put once."""
     import ray
 
     ref = ray.put(shared)

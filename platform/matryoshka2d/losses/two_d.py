@@ -32,7 +32,6 @@ from torch import Tensor, nn
 
 from ..methods import ResolvedMethod
 from .alignment import feature_kl, mse_kl_align, pca_target, score_align
-from .task import TASK_LOSSES
 
 
 @dataclass
@@ -57,6 +56,8 @@ class Matryoshka2DLoss(nn.Module):
         super().__init__()
         self.method = method
         cfg = method.config
+        from . import TASK_LOSSES  # the registry beside the task losses, built after this module is imported
+
         self.task = TASK_LOSSES[cfg.task_loss](scale=cfg.scale)
         self.rng = random.Random(seed)
 
