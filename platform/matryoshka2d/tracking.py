@@ -134,8 +134,10 @@ def check_storage(path: Path, flag: str = "--storage-path") -> None:
 
 
 def client(uri: str) -> "MlflowClient":
-    """A client with short HTTP timeouts and few retries, so a server that dies mid-sweep does not hang trials."""
+    """A client with short HTTP timeouts and few retries, so a server that dies mid-sweep does not hang trials, and no
+    progress bar per downloaded artifact (a sweep's summary fetches every trial's grid)."""
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
     from mlflow import MlflowClient
 
