@@ -368,6 +368,11 @@ def run(args: argparse.Namespace, ev: dict) -> dict:
                   f"(idle timeout {ev['idle_timeout_s']:g} s): {n['state_message']}", flush=True)
         print(f"autoscale: head still {'ALIVE' if ev['head_alive_after'] else 'NOT alive'} after the workers' "
               f"removal", flush=True)
+        # the monitor writes its event summary ("Removing N nodes ... (idle)") on its next update after terminating
+        # the nodes, a few seconds after they are DEAD: wait for it, bounded, before reading the log
+        deadline = time.monotonic() + 20
+        while not cluster.log_lines(r"Removing \d+ node") and time.monotonic() < deadline:
+            time.sleep(1.0)
         ev["autoscaler_log"] = cluster.log_lines(r"Adding \d+ node|Removing \d+ node|[Tt]erminat.*idle|"
                                                  r"idle.*[Tt]erminat|launched \d+ node")[-20:]
         # per node: the autoscaler's own record of terminating it for idleness (fake node id = Ray node id)
