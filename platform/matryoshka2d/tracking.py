@@ -1,7 +1,7 @@
-"""MLflow glue for sweeps: where runs are stored, parent/child runs, per-cell metrics and artifacts.
+"""MLflow glue: where runs are stored, child runs, per-cell metrics and artifacts, an unreachable server.
 
-Ray Tune has no nested runs, so a sweep is ONE parent run (created on the driver) and one child run per
-trial, linked by the ``mlflow.parentRunId`` tag that MLflow's UI nests on. Child runs are found again by
+Ray Tune has no nested runs, so a sweep is ONE parent run (created on the driver, :mod:`.sweep.runs`) and one
+child run per trial, linked by the ``mlflow.parentRunId`` tag that MLflow's UI nests on. Child runs are found again by
 their ``m2d.trial_id`` tag, so a retried or resumed trial reuses its run instead of adding a duplicate.
 Every call goes through an explicit ``MlflowClient``, never the fluent API: trials log from Ray worker
 processes, where a process-global "active run" would be wrong or missing.
@@ -197,13 +197,6 @@ def data_checksums(cfg: "Config") -> dict[str, str]:
 
 
 # -- runs -------------------------------------------------------------------------------------------------
-def start_parent(mlf: "MlflowClient", experiment_id: str, run_name: str, params: dict[str, str],
-                 tags: dict[str, str]) -> str:
-    run = mlf.create_run(experiment_id, run_name=run_name, tags={**tags, "m2d.kind": "sweep"})
-    log_params(mlf, run.info.run_id, params)
-    return run.info.run_id
-
-
 def find_child(mlf: "MlflowClient", experiment_id: str, parent_id: str, trial_id: str):
     runs = mlf.search_runs([experiment_id], filter_string=f"tags.`{PARENT_TAG}` = '{parent_id}' and "
                                                           f"tags.`{TRIAL_TAG}` = '{trial_id}'", max_results=2)

@@ -7,6 +7,7 @@ wraps ``Reporter.__call__`` when ``matryoshka2d.sweep.reporter`` is first import
 """
 
 import importlib.abc
+import importlib.util
 import os
 import sys
 import time
@@ -48,6 +49,4 @@ class _Finder(importlib.abc.MetaPathFinder):
 
 
 if os.environ.get("M2D_FAULT_AT_STEP"):
-    import importlib.util
-
     sys.meta_path.insert(0, _Finder())

@@ -39,8 +39,11 @@ def tags(cfg: "Config", preset: str, sampler_seed: int) -> dict[str, str]:
 def start_parent(mlf: "MlflowClient", experiment_id: str, run_name: str, sweep: dict, base: dict,
                  tags: dict[str, str]) -> str:
     """A new sweep's parent run: its flags as ``sweep.*`` params, the overrides every trial shares as ``base.*``."""
+    run = mlf.create_run(experiment_id, run_name=run_name,
+                         tags={**tags, tracking.SWEEP_TAG: run_name, "m2d.kind": "sweep"})
     params = {**{f"sweep.{k}": str(v) for k, v in sweep.items()}, **tracking.flat_params(base, prefix="base.")}
-    return tracking.start_parent(mlf, experiment_id, run_name, params, {**tags, tracking.SWEEP_TAG: run_name})
+    tracking.log_params(mlf, run.info.run_id, params)
+    return run.info.run_id
 
 
 def reopen_parent(mlf: "MlflowClient", experiment_id: str, parent: str) -> int:
@@ -57,8 +60,8 @@ def summarise(mlf: "MlflowClient", parent: str, run_dir: Path, baseline: str | N
     from .. import compare
 
     try:
-        written = tracking.retry(log_summary, mlf, parent, run_dir / "summary", baseline,
-                                 method=method, what="the sweep's summary")
+        written = tracking.retry(log_summary, mlf, parent, run_dir / "summary", baseline, method,
+                                 what="the sweep's summary")
     except M2DError as err:
         print(f"sweep: warning: no summary on the parent run: {err}", file=sys.stderr)
         return
@@ -68,8 +71,7 @@ def summarise(mlf: "MlflowClient", parent: str, run_dir: Path, baseline: str | N
     print(f"sweep: summary figures and leaderboards on the parent run (summary/) and in {run_dir / 'summary'}")
 
 
-def log_summary(mlf: "MlflowClient", parent: str, out_dir: Path, baseline: str | None = None, *,
-                      method: str | None) -> dict:
+def log_summary(mlf: "MlflowClient", parent: str, out_dir: Path, baseline: str | None, method: str) -> dict:
     """On a sweep's parent run: every trial's grid as small multiples (one colour scale), each trial minus the
     baseline trial (``baseline``, else the first trial of ``method``, the sweep's own ``m2d.method``), the best trial
     per cell, and a leaderboard table; as files under ``summary/`` and as images keyed
