@@ -51,7 +51,7 @@ def _write_stamp(path: str, examples: int, steps: int) -> None:
 def child_ours(spec: dict) -> int:
     """Exactly ``m2d train`` (``cli.main`` with the same argv); the model save is wrapped to stamp time and peak RSS,
     and ``batch_loss`` to count the examples really trained."""
-    import matryoshka2d.train as mt
+    import matryoshka2d.train.loop as mt
     from matryoshka2d.cli import main
 
     seen = {"examples": 0, "calls": 0}

@@ -1,8 +1,14 @@
-"""Shared fixtures: the real data directory (read-only) used by loader tests."""
+"""Shared fixtures (the real data directory, read-only) and the two test tiers.
+
+``pytest -m "not e2e"`` is the development loop: it starts no process. A test that starts one (Ray, an MLflow
+server, a browser, a fresh venv, the CLI or a sweep in a subprocess) carries ``@pytest.mark.e2e`` and runs in the
+full suite (CI); one that starts a process without the marker fails at that moment, naming the command.
+"""
 
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -11,6 +17,35 @@ import pytest
 os.environ["M2D_DATA_DIR"] = str(Path(os.environ.get("M2D_DATA_DIR") or Path(__file__).parents[1].parent / "shared"
                                       / "data").resolve())
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+# Short tools a fast test may run (no server, no Python start-up): the Dockerfile linter, git, and uname (the
+# standard library's platform.processor() asks it).
+FAST_TOOLS = {"hadolint", "git", "uname"}
+_unmarked: list[str] = []  # the running test's name while it is not marked e2e (empty otherwise)
+_popen_init = subprocess.Popen.__init__
+
+
+def _guarded_init(self, args, *rest, **kwargs):
+    if _unmarked:
+        argv = [str(a) for a in args] if isinstance(args, (list, tuple)) else str(args).split()
+        if Path(argv[0]).name not in FAST_TOOLS:
+            pytest.fail(f"{_unmarked[0]} starts a process ({' '.join(argv)[:160]}) but is not marked "
+                        "@pytest.mark.e2e: the fast tier (-m 'not e2e') starts none", pytrace=False)
+    return _popen_init(self, args, *rest, **kwargs)
+
+
+subprocess.Popen.__init__ = _guarded_init
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    """Setup, call and teardown of a test not marked e2e run with the guard on (module fixtures included)."""
+    if item.get_closest_marker("e2e") is None:
+        _unmarked.append(item.nodeid)
+    try:
+        yield
+    finally:
+        _unmarked.clear()
 
 
 @pytest.fixture(scope="session")

@@ -12,6 +12,7 @@ import hashlib
 import http.server
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -252,7 +253,7 @@ def ctx(tmp_path_factory, data_dir):
     assert main_rc(train_args(model, data_dir, prev) + ["--set", "train.max_steps=2"]) == 0
     corrupt, noconfig = root / "corrupt", root / "noconfig"
     for target in (corrupt, noconfig):
-        subprocess.run(["cp", "-r", str(prev), str(target)], check=True)
+        shutil.copytree(prev, target)
     for state in corrupt.glob("checkpoints/*/state.pt"):
         state.write_bytes(state.read_bytes()[:1000])
     (noconfig / "config.yaml").unlink()
@@ -363,6 +364,7 @@ def test_bad_input_is_one_line_exit_2_and_changes_nothing(case, ctx, capsys, mon
     check(case, ctx, rc, captured.out, captured.err, before)
 
 
+@pytest.mark.e2e
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("case_id", SUBPROCESS)
 def test_bad_input_in_a_real_process(case_id, ctx):
@@ -373,7 +375,7 @@ def test_bad_input_in_a_real_process(case_id, ctx):
     exe = [sys.executable, str(ROOT / "experiments" / "sweep_weighting.py")] if case.tool == "sweep" else \
         [sys.executable, "-m", "matryoshka2d.cli"]
     if case.creates:
-        subprocess.run(["rm", "-rf", str(Path(ctx["root"]) / "out" / case.id)], check=True)
+        shutil.rmtree(Path(ctx["root"]) / "out" / case.id, ignore_errors=True)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "M2D_HOME": str(Path(ctx["root"]) / "home")}
     proc = subprocess.run(exe + argv, capture_output=True, text=True, timeout=240, env=env)
     check(case, ctx, proc.returncode, proc.stdout, proc.stderr, before)

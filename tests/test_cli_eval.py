@@ -71,6 +71,7 @@ def test_eval_bad_input_is_one_line_exit_2(tiny_dir, data_dir, tmp_path, capsys,
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.e2e
 def test_eval_module_entry_point(tiny_dir, data_dir, tmp_path):
     """The real process: no traceback, one stderr line, exit code 2."""
     proc = subprocess.run([sys.executable, "-m", "matryoshka2d.cli", "eval", "--model", str(tiny_dir), "--data", "stsb",

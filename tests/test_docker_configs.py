@@ -582,13 +582,41 @@ def test_nothing_exposed_publicly(path):
             assert t == "ClusterIP"
 
 
-# --------------------------------------------------------------------------- README
+# --------------------------------------------------------------------------- README and docs/*.md
+
+DOCS = ROOT / "docs"
+# A path the docs name in the repository: docker/..., experiments/..., tests/..., platform/..., bench/..., docs/...,
+# .ci/... (relative to the repository root, whichever page names it).
+NAMED_PATH = re.compile(r"(?<![\w/.-])((?:docker|experiments|tests|platform|bench|docs|\.ci)/[\w./-]*\w)")
+# A markdown link or image target: ](target) or ](target "title").
+MD_LINK = re.compile(r"\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
+
+
+def _doc_pages() -> list[Path]:
+    return [README, *sorted(DOCS.glob("*.md"))]
 
 
 def test_readme_names_existing_files():
-    text = README.read_text()
-    assert re.search(r"^#+ Running on a cluster", text, re.M)
-    paths = set(re.findall(r"(?<![\w/.-])((?:docker|experiments|tests|platform)/[\w./-]*\w)", text))
-    assert paths
-    missing = sorted(p for p in paths if not (ROOT / p).exists())
-    assert not missing, f"README.md names files that do not exist: {missing}"
+    pages = _doc_pages()
+    assert len(pages) > 1, "docs/*.md: no pages; the README links its details there"
+    cluster = DOCS / "cluster.md"
+    assert cluster.exists() and re.search(r"^#+ Running on a cluster", cluster.read_text(), re.M), \
+        "docs/cluster.md must exist and hold a '# Running on a cluster' heading"
+    assert NAMED_PATH.search(README.read_text()), "README.md names no repository paths"
+    problems = []
+    for page in pages:
+        text = page.read_text()
+        name = page.relative_to(ROOT).as_posix()
+        missing = sorted(p for p in set(NAMED_PATH.findall(text)) if not (ROOT / p).exists())
+        if missing:
+            problems.append(f"{name} names files that do not exist: {missing}")
+        broken = set()
+        for target in MD_LINK.findall(text):
+            if target.startswith(("http://", "https://", "#")):
+                continue
+            path = target.split("#", 1)[0]
+            if not (page.parent / path).exists():
+                broken.add(target)
+        if broken:
+            problems.append(f"{name} links to files that do not exist: {sorted(broken)}")
+    assert not problems, "\n".join(problems)

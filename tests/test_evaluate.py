@@ -208,6 +208,7 @@ def test_sts_avg_and_input_checks(encoder, stsb_small):
         evaluate_grid(encoder, [small, small], [1], [8])
 
 
+@pytest.mark.e2e
 def test_ray_equals_in_process(encoder, stsb_small, scifact_small, grid, monkeypatch):
     ray = pytest.importorskip("ray")
     from matryoshka2d.evaluate import parallel

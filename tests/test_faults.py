@@ -20,6 +20,8 @@ import pytest
 
 from matryoshka2d.errors import M2DError
 
+pytestmark = pytest.mark.e2e  # starts processes: the full suite only
+
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "bench" / "faults.py"
 

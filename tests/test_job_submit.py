@@ -25,6 +25,8 @@ import requests
 
 from matryoshka2d.testing import is_loopback, listening_sockets, make_tiny_bert, session_processes
 
+pytestmark = pytest.mark.e2e  # starts processes: the full suite only
+
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 

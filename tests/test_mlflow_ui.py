@@ -21,6 +21,8 @@ import requests
 
 from matryoshka2d.testing import make_tiny_bert
 
+pytestmark = pytest.mark.e2e  # starts processes: the full suite only
+
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 SHOTS = Path(os.environ.get("M2D_TEST_ARTIFACTS") or ROOT / "tests" / "artifacts") / "ui"

@@ -21,7 +21,7 @@ from matryoshka2d.encoder import load_encoder
 from matryoshka2d.errors import M2DError
 from matryoshka2d.evaluate import evaluate_grid
 from matryoshka2d.evaluate.precision import bytes_per_vector, metric_name, parse_precisions, split_metric
-from matryoshka2d.export import export_cell
+from matryoshka2d.choose.export import export_cell
 from matryoshka2d.testing import make_tiny_bert
 
 ALL = "float32,int8,binary,int8+rescore,binary+rescore"

@@ -174,6 +174,7 @@ def test_token_file_is_created_owner_only(tmp_path, monkeypatch):
     assert ensure_token() is None and not path.exists()
 
 
+@pytest.mark.e2e
 def test_first_local_cluster_on_a_fresh_home_starts_with_token_auth(tmp_path):
     """Regression: with ray imported before the token was written (every driver does), the GCS got token
     mode from the env while this process's cached config said disabled, and the first run on a new home died."""
@@ -206,6 +207,7 @@ def test_unschedulable_names_what_the_cluster_has():
     assert unschedulable([{"CPU": 0.5}, {"CPU": 0.5}], bundles(1, backend="inprocess")) is not None  # one node each
 
 
+@pytest.mark.e2e
 def test_wait_for_resources_on_a_cluster_that_cannot_grow_ends_in_one_line():
     import ray
 

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.e2e  # starts processes: the full suite only
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

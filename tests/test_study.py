@@ -11,10 +11,10 @@ import pytest
 import torch
 from scipy.stats import spearmanr
 
-from matryoshka2d.bootstrap import Component, gold_ranks, replicates
+from matryoshka2d.study.bootstrap import Component, gold_ranks, replicates
 from matryoshka2d.errors import M2DError
-from matryoshka2d.report import select_cells, verdict
-from matryoshka2d.study import expand_rows, load_study, row_config
+from matryoshka2d.study.report import select_cells, verdict
+from matryoshka2d.study.spec import expand_rows, load_study, row_config
 
 
 @pytest.fixture(scope="module")
@@ -227,7 +227,7 @@ def test_fixed_documents_score_queries_against_last_layer_documents(tiny_encoder
 # -- hard negatives ----------------------------------------------------------------------------------------
 def test_mined_negatives_exclude_positives_are_cached_and_recorded(tiny_bert_dir, beir_dir, tmp_path, monkeypatch):
     from matryoshka2d.config import load_config
-    from matryoshka2d.mining import ensure_mined, load_mined, mined_path
+    from matryoshka2d.train.mining import ensure_mined, load_mined, mined_path
 
     monkeypatch.setenv("M2D_HOME", str(tmp_path / "home"))
     cfg = load_config("v2-retrieval", {"model": {"name": str(tiny_bert_dir)},

@@ -97,6 +97,7 @@ def runs_of(mlf, name: str) -> tuple[list, list]:
             [r for r in runs if r.data.tags.get("m2d.kind") == "trial"])
 
 
+@pytest.mark.e2e
 def test_sweep_end_to_end_torchtrainer_two_workers(tiny, tmp_path, env):
     """2 Optuna trials x TorchTrainer(2 CPU workers, DDP/gloo); one worker is killed mid-trial and retried."""
     args = sweep_args(tiny, tmp_path, "e2e", "--workers-per-trial", "2", "--num-samples", "2", "--scheduler", "fifo")
@@ -165,6 +166,7 @@ def test_sweep_end_to_end_torchtrainer_two_workers(tiny, tmp_path, env):
     assert retried[0].data.tags["m2d.resumed_from_step"] == "5" and retried[0].data.tags["m2d.resumed_from"] == "ray"
 
 
+@pytest.mark.e2e
 def test_killed_sweep_resumes_without_duplicate_runs(tiny, tmp_path, env):
     """``m2d sweep``: SIGKILL the driver (and its local Ray) after the first trial has reported, then --resume."""
     name = "killme"

@@ -21,6 +21,8 @@ import pytest
 
 from matryoshka2d.testing import make_tiny_bert
 
+pytestmark = pytest.mark.e2e  # starts processes: the full suite only
+
 ROOT = Path(__file__).resolve().parents[1]
 KINDS = ("configs", "spaces", "studies")
 PROBE = """import json, matryoshka2d, matryoshka2d.presets as p, matryoshka2d.config as c

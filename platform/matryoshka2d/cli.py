@@ -12,15 +12,20 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from . import storage
 from .errors import M2DError, OneLineParser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["sweep"]:  # the sweep driver parses its own flags (and prints its own errors)
+    if argv[:1] == ["sweep"]:  # the sweep and study drivers parse their own flags (and print their own errors)
         from .sweep import main as sweep_main
 
         return sweep_main(argv[1:], prog="m2d sweep")
+    if argv[:1] == ["reproduce"]:
+        from .sweep.reproduce import main as reproduce_main
+
+        return reproduce_main(argv[1:], prog="m2d reproduce")
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -31,13 +36,20 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
     parser = OneLineParser(prog="m2d", description="2D Matryoshka embedding platform")
+    parser.add_argument("--version", action="version", version=f"m2d (matryoshka2d) {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_eval(sub)
     _add_train(sub)
     sub.add_parser("sweep", add_help=False,  # main() hands everything after "sweep" to the sweep driver
                    help="a Ray Tune sweep over config fields, every trial an MLflow run (m2d sweep --space weighting; "
                         "m2d sweep --help)")
+    sub.add_parser("reproduce", add_help=False,  # main() hands everything after "reproduce" to the study driver
+                   help="reproduce a study of the seed paper: its rows as one Tune grid, tables, claims, expected "
+                        "results (m2d reproduce --study sts --scale smoke; m2d reproduce --help)")
+    _add_compare_trials(sub)
     _add_compare(sub)
     _add_report(sub)
     _add_pick(sub)
@@ -53,7 +65,8 @@ def _add_train(sub) -> None:
                    help="preset name (full, mrl, v1, v1-st6, v2, v2-fulldim, starbucks, separate) or a YAML path")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config field, e.g. train.max_steps=200 or method.kl.weight=0; repeatable")
-    p.add_argument("--data-dir", default=None, help="data root (default: $M2D_DATA_DIR or ./data)")
+    p.add_argument("--data-dir", default=None, help="data root (default: $M2D_DATA_DIR or ./data; a --set "
+                                                    "data.data_dir wins)")
     p.add_argument("--out", required=True, help="output directory; one with checkpoints is resumed if its config "
                                                 "agrees in every field that can change the weights")
     p.add_argument("--restart", action="store_true",
@@ -62,15 +75,13 @@ def _add_train(sub) -> None:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from .config import deep_merge, load_config, parse_overrides
+    from .config import compose
     from .evaluate import summarize
-    from .preflight import check_run
+    from .resolve import check_run
     from .train import restart, train
 
-    overrides = parse_overrides(args.overrides)
-    if args.data_dir:
-        overrides = deep_merge(overrides, {"data": {"data_dir": args.data_dir}})
-    cfg = check_run(load_config(args.config, overrides)).config  # model fit and data presence, before any weights load
+    cfg = compose(args.config, data_dir=args.data_dir, sets=args.overrides)  # --set beats --data-dir (config.LAYERS)
+    cfg = check_run(cfg).config  # model fit and data presence, before any weights load
     _quiet_transformers()
     if args.restart and (aside := restart(Path(args.out))):
         print(f"train: the previous run in {args.out} was moved to {aside}")
@@ -123,7 +134,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from .evaluate import check_evaluable, evaluate_grid, parallel
     from .evaluate.grid import check_precisions
     from .evaluate.precision import parse_precisions
-    from .plots import heatmap, heatmap_name
+    from .evaluate.plots import heatmap, heatmap_name
     from .resolve import check_max_length, model_shape
 
     if args.batch_size < 1 or (args.max_length is not None and args.max_length < 1):
@@ -156,8 +167,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
             import ray
 
             ray.shutdown()
-    result.to_csv(out / "grid.csv")
-    (out / "timings.json").write_text(json.dumps(result.timings, indent=2) + "\n")
+    result.to_csv(out / storage.GRID)
+    (out / storage.TIMINGS).write_text(json.dumps(result.timings, indent=2) + "\n")
     for ds in result.datasets():
         for metric in result.metrics(ds):
             heatmap(result, ds, metric, out / heatmap_name(ds, metric))
@@ -165,7 +176,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     t = result.timings
     print(f"encode {t['encode_s']:.1f}s  score {t['score_s']:.1f}s  total {t['total_s']:.1f}s  -> {out}")
     if args.latency:
-        _write_latency(encoder, datasets, out / "latency.json")
+        _write_latency(encoder, datasets, out / storage.LATENCY)
     return 0
 
 
@@ -173,7 +184,7 @@ def _write_latency(encoder, datasets, path: Path) -> None:
     """Latency of the evaluated texts (queries for retrieval, sentences for STS), measured last: it cuts the encoder."""
     from .data.types import RetrievalSet
     from .evaluate import retrieval, sts
-    from .pick import format_latency, measure_latency
+    from .choose.pick import format_latency, measure_latency
 
     texts: list[str] = []
     for ds in datasets:
@@ -201,13 +212,42 @@ def _add_export(sub) -> None:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from .export import export_cell, format_report
+    from .choose.export import export_cell, format_report
 
     _quiet_transformers()
     report = export_cell(args.model, args.layer, args.dim, args.out, force=args.force, bench=args.bench,
                          data_dir=args.data_dir)
     print(format_report(report))
     print(f"-> {args.out}")
+    return 0
+
+
+def _add_compare_trials(sub) -> None:
+    p = sub.add_parser("compare-trials", help="paired bootstrap of finished trials against a baseline trial",
+                       description="Each trial's mean over a set of cells, its margin over the baseline trial and the "
+                                   "95% interval of a paired bootstrap over the test items (pairs or queries). Cells: "
+                                   "all, sublayer, dims<N, dims>=N, joined with _.")
+    p.add_argument("--baseline", required=True, help="trial dir to compare against")
+    p.add_argument("--metric", required=True, help="dataset/metric, e.g. scifact/ndcg@10 or sts-avg/spearman")
+    p.add_argument("--cells", default="sublayer")
+    p.add_argument("--bootstrap", type=int, default=1000)
+    p.add_argument("trials", nargs="+", help="trial dirs (grid.csv + items.npz)")
+    p.set_defaults(func=_cmd_compare_trials)
+
+
+def _cmd_compare_trials(args: argparse.Namespace) -> int:
+    from . import storage
+    from .study.report import paired_difference
+
+    rows = []  # every trial first: a bad one is refused before anything is printed
+    for trial in args.trials:
+        r = paired_difference(Path(trial), Path(args.baseline), args.metric, args.cells, args.bootstrap)
+        params = Path(trial) / storage.PARAMS
+        rows.append((trial, r, json.loads(params.read_text()) if params.is_file() else {}))
+    print(f"{'trial':<14} {'mean':>8} {'margin':>8}  95% CI              params")
+    for trial, r, labels in rows:
+        print(f"{Path(trial).name:<14} {r['a_mean']:8.4f} {r['margin']:+8.4f}  [{r['ci'][0]:+.4f}, {r['ci'][1]:+.4f}]"
+              f"  {labels}")
     return 0
 
 
@@ -232,7 +272,7 @@ def _add_compare(sub) -> None:
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
-    from . import compare
+    from .choose import compare
 
     out = _make_out_dir(args.out)
     entries, base, written = compare.run(args.sources, out, args.baseline, args.tracking_uri)
@@ -255,17 +295,17 @@ def _add_report(sub) -> None:
 def _cmd_report(args: argparse.Namespace) -> int:
     import tempfile
 
-    from . import compare, page
+    from .choose import compare, page
 
     out = Path(args.out)
     if out.is_dir() or out.suffix.lower() not in (".html", ".htm"):
         raise M2DError(f"--out: {out} must be an .html file path")
     first = Path(args.sources[0]).expanduser()
-    if len(args.sources) == 1 and ((first / "report.md").is_file() or (first / "tables" / "report.md").is_file()):
+    if len(args.sources) == 1 and ((first / storage.REPORT).is_file() or (first / storage.TABLES / storage.REPORT).is_file()):
         text = page.study_page(first)
     else:
         sources = args.sources
-        if len(sources) == 1 and (first / "trials").is_dir():  # a sweep's run dir
+        if len(sources) == 1 and (first / storage.TRIALS).is_dir():  # a sweep's run dir
             sources = [str(p) for p in page.sweep_folder(first)]
         with tempfile.TemporaryDirectory(prefix="m2d-report-") as tmp:
             entries, base, written = compare.run(sources, Path(tmp), args.baseline, args.tracking_uri)
@@ -303,7 +343,7 @@ def _add_pick(sub) -> None:
 def _cmd_pick(args: argparse.Namespace) -> int:
     import tempfile
 
-    from . import compare, pick
+    from .choose import compare, pick
 
     for flag, value in (("--max-latency-ms", args.max_latency_ms), ("--max-bytes", args.max_bytes)):
         if value is not None and not value > 0:
@@ -347,16 +387,16 @@ def _latency_file(given: str | None, home: Path | None, out: Path) -> Path:
     """latency.json as given, found beside the grid, or measured now (into ``out``) for a given model dir or the run's
     ``model/``."""
     from .encoder import load_encoder
-    from .export import bench_texts
-    from .pick import measure_latency
+    from .choose.export import bench_texts
+    from .choose.pick import measure_latency
 
-    candidates = [Path(given).expanduser()] if given else ([home / "latency.json", home / "model"] if home else [])
+    candidates = [Path(given).expanduser()] if given else ([home / storage.LATENCY, home / storage.MODEL] if home else [])
     for path in candidates:
         if path.is_file():
             return path
         if path.is_dir() and (path / "config.json").is_file():
             print(f"pick: measuring query latency of {path} (batch 1 and 128, every layer)")
-            target = out / "latency.json"
+            target = out / storage.LATENCY
             target.write_text(json.dumps(measure_latency(load_encoder(str(path)), bench_texts(512)), indent=2) + "\n")
             return target
     raise M2DError("--latency: no latency.json beside the grid and no model to measure; run m2d eval --latency, or "

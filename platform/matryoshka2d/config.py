@@ -168,6 +168,35 @@ def load_config(preset: str | Path | None = None, overrides: list[str] | dict | 
     return build_config(deep_merge(data, extra))
 
 
+# THE order in which a run's config is composed, lowest first; a later layer wins field by field. Every command
+# (m2d train, m2d sweep, m2d reproduce, a sweep's trials) composes through :func:`compose_layers`:
+#   preset      the method preset or YAML file (under everything)
+#   overlays    what a command adds to every run: sweep.yaml, then smoke.yaml with --smoke
+#   study       a study's base, its scale, its --data option, then the row's own ``set``
+#   composed    layers already merged by an earlier call (what a sweep hands each trial)
+#   data_dir    --data-dir (or $M2D_DATA_DIR where a command makes it explicit for its workers)
+#   sets        --set key=value, in the order given: the user's last word
+#   point       the trial's sampled search-space point (or seed): what a sweep varies, above what it shares
+LAYERS = ("preset", "overlays", "study", "composed", "data_dir", "sets", "point")
+
+
+def compose_layers(*, overlays: list[dict] = (), study: list[dict] = (), composed: dict | None = None,
+                   data_dir: str | None = None, sets: list[str] | dict | None = None, point: dict | None = None
+                   ) -> dict:
+    """Every layer above the preset merged in :data:`LAYERS` order, as one nested override dict (a fresh one)."""
+    layers = [*overlays, *study, composed or {}, {"data": {"data_dir": data_dir}} if data_dir else {},
+              sets if isinstance(sets, dict) else parse_overrides(sets), point or {}]
+    out: dict = {}
+    for layer in layers:
+        out = deep_merge(out, layer)
+    return out
+
+
+def compose(preset: str | Path | None = None, **layers) -> Config:
+    """The run's config: ``preset`` under :func:`compose_layers` (same keywords), validated."""
+    return load_config(preset, compose_layers(**layers))
+
+
 # Fields that cannot change the trained weights: a resumed run may differ from its saved config only in these
 # (max_steps continues the same run further; evaluation runs in inference mode and draws no random numbers).
 RESUME_SAFE = ("train.max_steps", "train.checkpoint_every", "train.keep_checkpoints", "train.log_every", "eval.",

@@ -2,7 +2,8 @@
 
 A config speaks the model-independent grammar of :mod:`.cells` (``"0..L-2"``, ``"min(128,H)"``); the model
 is known from its ``config.json`` alone (blocks L, hidden size H, position limit), so a run is resolved, and
-every field checked against the model, in milliseconds, before any weights load.
+every field checked against the model, in milliseconds, before any weights load. :func:`check_run` adds
+the data files: the preflight every command runs first.
 """
 
 from __future__ import annotations
@@ -83,3 +84,14 @@ def resolve(cfg: Config, shape: ModelShape | None = None) -> ResolvedRun:
     eval_dims = parse_dims(cfg.eval.dims, H, "eval.dims")
     check_max_length(cfg.model.max_length, shape, "model.max_length")
     return ResolvedRun(cfg, shape, L, method, eval_layers, eval_dims)
+
+
+def check_run(cfg: Config) -> ResolvedRun:
+    """Everything cheap about one training run, before its weights load, Ray starts or anything is written: the model
+    fit (:func:`resolve`, from config.json alone), then data presence (which files exist). What the trainer would
+    otherwise reject at step 0, or a trial an hour into a sweep, fails here in one line naming the field."""
+    from .data.sources import check_present
+
+    run = resolve(cfg)
+    check_present(cfg)
+    return run

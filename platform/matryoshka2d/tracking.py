@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
 
+from . import storage
 from .config import m2d_home
 from .errors import M2DError
 
@@ -28,9 +29,31 @@ if TYPE_CHECKING:
     from .config import Config
     from .evaluate.grid import GridResult
 
-PARENT_TAG = "mlflow.parentRunId"
-TRIAL_TAG = "m2d.trial_id"
-SWEEP_TAG = "m2d.sweep"
+class Tag:
+    """Every run tag the platform writes or reads, in one block (``tests/test_layout.py`` finds no ``"m2d.`` literal
+    elsewhere)."""
+
+    PARENT = "mlflow.parentRunId"  # MLflow's own: the UI nests a trial under its sweep
+    KIND = "m2d.kind"  # "sweep" (a parent) or "trial"
+    SWEEP = "m2d.sweep"  # the sweep's run-dir name, on the parent and every trial
+    TRIAL = "m2d.trial_id"  # Tune's trial id: a retried or resumed trial finds its run again
+    METHOD = "m2d.method"
+    PRESET = "m2d.preset"
+    SAMPLER_SEED = "m2d.sampler_seed"
+    TRAIN_SEED = "m2d.train_seed"
+    RESTARTS = "m2d.restarts"  # how often a trial's run was reopened (retries, resumes)
+    RESUMED_FROM = "m2d.resumed_from"  # the checkpoint a restarted trial went on from
+    RESUMED_FROM_STEP = "m2d.resumed_from_step"
+    STOPPED_EARLY = "m2d.stopped_early"  # ASHA stopped it: FINISHED, but not trained to max_steps
+    ORPHANED = "m2d.orphaned"  # started by a killed driver after Tune's last state save: deleted
+    BASELINE_TRIAL = "m2d.baseline_trial"  # the parent's difference heatmaps subtract this run
+    BEST_TRIAL = "m2d.best_trial"
+    BEST_TRIALS = "m2d.best_trials"  # a multi-objective sweep's Pareto front
+    DATA = "m2d.data."  # + a data file's path: its sha256 prefix
+    EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")  # the UI opens on runs, not GenAI traces
+
+
+# the grid summaries logged per dataset x metric (``<ds>/<metric>/<summary>``) and offered as objectives
 SUMMARIES = ("grid_mean", "sublayer_mean", "lowdim_mean", "full", "worst_cell")
 
 
@@ -144,18 +167,15 @@ def client(uri: str) -> "MlflowClient":
     return MlflowClient(tracking_uri=uri)
 
 
-KIND_TAG = ("mlflow.experimentKind", "custom_model_development")  # the UI then opens on runs, not GenAI traces
-
-
 def ensure_experiment(mlf: "MlflowClient", name: str, uri: str) -> str:
     """The experiment's id, creating it with an absolute artifact location (restoring it if deleted)."""
     exp = mlf.get_experiment_by_name(name)
     if exp is None:
-        return mlf.create_experiment(name, artifact_location=artifact_root(uri), tags=dict([KIND_TAG]))
+        return mlf.create_experiment(name, artifact_location=artifact_root(uri), tags=dict([Tag.EXPERIMENT_KIND]))
     if exp.lifecycle_stage == "deleted":
         mlf.restore_experiment(exp.experiment_id)
-    if KIND_TAG[0] not in exp.tags:
-        mlf.set_experiment_tag(exp.experiment_id, *KIND_TAG)
+    if Tag.EXPERIMENT_KIND[0] not in exp.tags:
+        mlf.set_experiment_tag(exp.experiment_id, *Tag.EXPERIMENT_KIND)
     return exp.experiment_id
 
 
@@ -190,47 +210,13 @@ def git_commit(root: Path | None = None) -> str | None:
 
 
 def data_checksums(cfg: "Config") -> dict[str, str]:
-    """``{"m2d.data.<file>": sha256[:16]}`` for the training and evaluation files this config reads."""
+    """``{"m2d.data.<file>": sha256[:16]}`` (:attr:`Tag.DATA`) for the training and evaluation files this config reads."""
     from .data.sources import checksums
 
-    return {f"m2d.data.{path}": digest for path, digest in checksums(cfg).items()}
+    return {f"{Tag.DATA}{path}": digest for path, digest in checksums(cfg).items()}
 
 
-# -- runs -------------------------------------------------------------------------------------------------
-def find_child(mlf: "MlflowClient", experiment_id: str, parent_id: str, trial_id: str):
-    runs = mlf.search_runs([experiment_id], filter_string=f"tags.`{PARENT_TAG}` = '{parent_id}' and "
-                                                          f"tags.`{TRIAL_TAG}` = '{trial_id}'", max_results=2)
-    return runs[0] if runs else None
-
-
-def child_run(mlf: "MlflowClient", experiment_id: str, parent_id: str, trial_id: str, run_name: str,
-              params: dict[str, str], tags: dict[str, str]) -> str:
-    """The trial's run: found by its trial-id tag (retry, resume) and set RUNNING again, else created."""
-    found = find_child(mlf, experiment_id, parent_id, trial_id)
-    if found is not None:
-        run_id = found.info.run_id
-        log_params(mlf, run_id, params)  # again: a server lost between create and params left none (same values)
-        mlf.update_run(run_id, status="RUNNING")
-        mlf.set_tag(run_id, "m2d.restarts", str(int(found.data.tags.get("m2d.restarts", "0")) + 1))
-        return run_id
-    run = mlf.create_run(experiment_id, run_name=run_name,
-                         tags={**tags, PARENT_TAG: parent_id, TRIAL_TAG: trial_id, "m2d.kind": "trial"})
-    log_params(mlf, run.info.run_id, params)
-    return run.info.run_id
-
-
-def children(mlf: "MlflowClient", experiment_id: str, parent_id: str) -> list:
-    return mlf.search_runs([experiment_id], filter_string=f"tags.`{PARENT_TAG}` = '{parent_id}'", max_results=10000)
-
-
-def close_stale(mlf: "MlflowClient", experiment_id: str, parent_id: str, status: str = "KILLED") -> int:
-    """Child runs still RUNNING (their process died with a killed driver) -> ``status``; returns how many."""
-    stale = [r for r in children(mlf, experiment_id, parent_id) if r.info.status == "RUNNING"]
-    for run in stale:
-        mlf.set_terminated(run.info.run_id, status=status)
-    return len(stale)
-
-
+# -- logging ---------------------------------------------------------------------------------------------
 def log_params(mlf: "MlflowClient", run_id: str, params: dict[str, str]) -> None:
     from mlflow.entities import Param
 
@@ -286,14 +272,14 @@ def grid_uploads(out_dir: Path, grid: "GridResult", step: int) -> list[Upload]:
     ``grid.json``, an MLflow table of every evaluation so far), the resolved ``config.yaml``, one heatmap per
     dataset x metric under ``heatmaps/``, and each heatmap again as an image keyed ``heatmap/<dataset>/<metric>``
     at this step (the chart view's image grid, with a step slider). Files are staged in ``out_dir/.mlflow``."""
-    from .plots import heatmap, heatmap_name
+    from .evaluate.plots import heatmap, heatmap_name
 
     out_dir = Path(out_dir)
-    stage = out_dir / ".mlflow"
+    stage = out_dir / storage.STAGE
     (stage / "heatmaps").mkdir(parents=True, exist_ok=True)
-    uploads = [Upload(grid.to_csv(stage / "grid.csv")), Upload(write_grid_table(stage / "grid.json", grid, step))]
-    if (out_dir / "config.yaml").is_file():
-        uploads.append(Upload(out_dir / "config.yaml"))
+    uploads = [Upload(grid.to_csv(stage / storage.GRID)), Upload(write_grid_table(stage / storage.GRID_TABLE, grid, step))]
+    if (out_dir / storage.CONFIG).is_file():
+        uploads.append(Upload(out_dir / storage.CONFIG))
     for ds in grid.datasets():
         for metric in grid.metrics(ds):
             png = heatmap(grid, ds, metric, stage / "heatmaps" / heatmap_name(ds, metric),
@@ -305,7 +291,7 @@ def grid_uploads(out_dir: Path, grid: "GridResult", step: int) -> list[Upload]:
     return uploads
 
 
-TABLE = {"path": "grid.json", "type": "table"}  # the ``mlflow.loggedArtifacts`` entry that makes it a table
+TABLE = {"path": storage.GRID_TABLE, "type": "table"}  # the ``mlflow.loggedArtifacts`` entry that makes it a table
 
 
 def write_grid_table(path: Path, grid: "GridResult", step: int) -> Path:

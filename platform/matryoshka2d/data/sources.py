@@ -72,7 +72,7 @@ def checksums(cfg: "Config") -> dict[str, str]:
 
 
 def load_training(cfg: "Config") -> TrainData:
-    """The training set's text columns (without mined negatives: :mod:`matryoshka2d.mining` adds those)."""
+    """The training set's text columns (without mined negatives: :mod:`matryoshka2d.train.mining` adds those)."""
     loaded = load_train_source(cfg.method.task_loss, cfg.data.train, cfg.data.train_split, cfg.data.data_dir)
     if isinstance(loaded, Triplets):
         return TrainData([loaded.anchors, loaded.positives] + ([loaded.negatives] if loaded.negatives else []))

@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from . import retrieval
+from . import topk
 from .precision import base_precision, dequantize_int8, int8_ranges, is_rescored, quantize
 
 
@@ -44,10 +44,10 @@ def _exact_search(q: np.ndarray, c: np.ndarray, k: int, ranks: np.ndarray, chunk
     """Top-``k`` by the integer score ``q @ c.T``, ties by ``ranks`` (larger first).
 
     The key ``score * N + rank`` is one matmul of augmented vectors ``[q * N, 1] . [c, rank]``, exact in float64
-    (integers far below 2**53), so :func:`retrieval.search` serves unchanged.
+    (integers far below 2**53), so :func:`.topk.search` serves unchanged.
     """
     n = float(c.shape[0])
-    keys, idx = retrieval.search(torch.from_numpy(np.hstack([q * n, np.ones((len(q), 1))])),
+    keys, idx = topk.search(torch.from_numpy(np.hstack([q * n, np.ones((len(q), 1))])),
                                  torch.from_numpy(np.hstack([c, ranks[:, None]])), k, chunk_size)
     idx = idx.numpy()
     return np.rint((keys.numpy() - ranks[idx]) / n), idx

@@ -13,7 +13,9 @@ import torch
 from ..cells import truncate
 from ..data.types import RetrievalSet
 from ..errors import M2DError
+from . import quantized
 from .precision import FLOAT, metric_name
+from .topk import search
 
 TOP_K = 100
 METRICS = ("ndcg@10", "mrr@10", "recall@100")
@@ -30,22 +32,6 @@ def prepare(rset: RetrievalSet) -> tuple[list[str], list[str], list[str], list[s
     doc_ids, doc_texts = rset.doc_texts()
     qrels = {q: {d: int(g) for d, g in rset.qrels[q].items()} for q in qids}
     return qids, [rset.queries[q] for q in qids], doc_ids, doc_texts, qrels
-
-
-def search(queries: torch.Tensor, corpus: torch.Tensor, k: int, chunk_size: int = 50_000) -> tuple[torch.Tensor, torch.Tensor]:
-    """Exact top-``k`` (scores, doc indices) per query by inner product, chunked over the corpus.
-
-    Only a [Q, chunk] score block and the running top-k are held, so memory stays bounded on large corpora.
-    """
-    k = min(k, corpus.shape[0])
-    best_s = torch.full((queries.shape[0], 0), float("-inf"))
-    best_i = torch.zeros((queries.shape[0], 0), dtype=torch.long)
-    for start in range(0, corpus.shape[0], chunk_size):
-        block = queries @ corpus[start:start + chunk_size].T
-        s, i = block.topk(min(k, block.shape[1]), dim=1)
-        best_s, order = torch.cat([best_s, s], 1).topk(min(k, best_s.shape[1] + s.shape[1]), dim=1)
-        best_i = torch.cat([best_i, i + start], 1).gather(1, order)
-    return best_s, best_i
 
 
 def build_run(qids: list[str], doc_ids: list[str], scores: torch.Tensor, indices: torch.Tensor, k: int,
@@ -106,8 +92,6 @@ def score_cell(shared: dict, pos: int, dim: int) -> dict:
         if precision == FLOAT:
             scores, idx = search(q, c, TOP_K + extra, shared.get("chunk_size", 50_000))
         else:
-            from . import quantized  # imports this module
-
             scores, idx = quantized.search(q.numpy(), c.numpy(), precision, TOP_K + extra, shared["doc_ranks"],
                                            shared.get("rescore_multiplier", 4))
         run = build_run(shared["qids"], shared["doc_ids"], scores, idx, TOP_K, shared["ignore_identical_ids"])

@@ -17,12 +17,13 @@ import time
 from pathlib import Path
 from typing import Sequence
 
+from .. import storage
 from .. import presets, tracking
 from ..cluster import local_resources, refuse_unschedulable, start_or_join, wait_for_resources, will_start_local
-from ..config import deep_merge, load_config, load_overlay, m2d_home, parse_overrides
+from ..config import compose, compose_layers, load_overlay, m2d_home
 from ..errors import M2DError, OneLineParser
 
-STATE_FILE = "m2d_sweep.json"
+STATE_FILE = storage.SWEEP_STATE
 DEFAULT_OBJECTIVE = "stsb/spearman/grid_mean:max"
 SMOKE_SAMPLES = 2
 
@@ -114,6 +115,12 @@ def parse_objectives(items: list[str] | None) -> list[tuple[str, str]]:
     return out
 
 
+def explicit_data_dir(flag: str | None) -> str | None:
+    """``--data-dir`` or ``$M2D_DATA_DIR``, absolute: trial workers may start elsewhere (a job copy, other nodes)."""
+    data_dir = flag or os.environ.get("M2D_DATA_DIR")
+    return str(Path(data_dir).expanduser().resolve()) if data_dir else None
+
+
 def check_counts(args: argparse.Namespace) -> None:
     """The driver's own numbers (a study shares them)."""
     for flag, value, low in (("--num-samples", args.num_samples, 1), ("--workers-per-trial", args.workers_per_trial, 1),
@@ -130,7 +137,7 @@ def check_counts(args: argparse.Namespace) -> None:
 class Sweep:
     """One sweep invocation (fresh or ``--resume``): checks, Ray, the parent run, the Tuner, reconciliation.
 
-    A reproduction study (:class:`matryoshka2d.study.StudyRun`) overrides :meth:`_check` (its rows instead of a space),
+    A reproduction study (:class:`matryoshka2d.sweep.reproduce.StudyRun`) overrides :meth:`_check` (its rows instead of a space),
     :meth:`_new_tuner` (a plain grid) and :meth:`_after` (its tables).
     """
 
@@ -151,19 +158,14 @@ class Sweep:
         return run_dir, state
 
     def _base(self) -> dict:
-        """The overrides every trial shares: the sweep overlay (and the smoke one), the data dir, ``--set``."""
+        """The layers every trial shares (config.LAYERS): the sweep overlay (and the smoke one), the data dir, ``--set``."""
         a = self.args
-        base = load_overlay("sweep")
-        if a.smoke:
-            base = deep_merge(base, load_overlay("smoke"))
-        data_dir = a.data_dir or os.environ.get("M2D_DATA_DIR")
-        if data_dir:  # explicit and absolute: workers may start elsewhere (job copy, other nodes)
-            base = deep_merge(base, {"data": {"data_dir": str(Path(data_dir).expanduser().resolve())}})
-        return deep_merge(base, parse_overrides(a.sets))
+        overlays = [load_overlay("sweep")] + ([load_overlay("smoke")] if a.smoke else [])
+        return compose_layers(overlays=overlays, data_dir=explicit_data_dir(a.data_dir), sets=a.sets)
 
     def _check(self):
-        from ..mining import premine
-        from ..preflight import check_run
+        from ..train.mining import premine
+        from ..resolve import check_run
         from .space import load_space
         from .trial import choose_backend
 
@@ -171,14 +173,14 @@ class Sweep:
         check_counts(a)
         objectives = parse_objectives(a.objective)
         base = self._base()
-        cfg = load_config(a.preset, base)
+        cfg = compose(a.preset, composed=base)
         for name, _ in objectives:
             if name.split("/")[0] not in cfg.eval.datasets:
                 raise M2DError(f"--objective: {name} needs {name.split('/')[0]} in eval.datasets "
                                f"(now {', '.join(cfg.eval.datasets)})")
         check_run(cfg)
         space = load_space(presets.find("spaces", a.space),
-                           validate=lambda over: check_run(load_config(a.preset, deep_merge(base, over))))
+                           validate=lambda point: check_run(compose(a.preset, composed=base, point=point)))
         backend = choose_backend(a.workers_per_trial, a.backend)
         premine([cfg], "sweep")
         return objectives, base, cfg, space, backend

@@ -12,7 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from .. import storage
 from .. import tracking
+from ..tracking import Tag
 from ..errors import M2DError
 from ..evaluate.grid import summarize
 
@@ -76,7 +78,7 @@ class Reporter:
                 self._files = [u for u in self._files if u.key is not None or (u.path, u.folder) not in files] + new
             self.flush(wait=final)
             if final and grid is not None:
-                (out / "timing.json").write_text(json.dumps({"loop_s": scalars["m2d/loop_s"]}))
+                (out / storage.TIMING).write_text(json.dumps({"loop_s": scalars["m2d/loop_s"]}))
         self.send({"step": step, **scalars, **summaries, "final": final}, checkpoint)
 
     def flush(self, wait: bool = False) -> bool:
@@ -130,7 +132,7 @@ class Reporter:
     def note_resume(self, checkpoint: Path | None, source: str) -> None:
         """Tag the run with the step a retried or resumed trial starts from (``m2d.resumed_from_step``)."""
         if checkpoint is not None and self.rank == 0:
-            meta = Path(checkpoint) / "meta.json"
+            meta = Path(checkpoint) / storage.META
             step = json.loads(meta.read_text())["step"] if meta.is_file() else "?"
-            for key, value in (("m2d.resumed_from_step", str(step)), ("m2d.resumed_from", source)):
+            for key, value in ((Tag.RESUMED_FROM_STEP, str(step)), (Tag.RESUMED_FROM, source)):
                 tracking.retry(self.mlf.set_tag, self.setup.run_id, key, value, what=f"tag {key}")

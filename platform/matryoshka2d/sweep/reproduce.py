@@ -1,7 +1,8 @@
-"""``experiments/reproduce.py``: a reproduction study run through the sweep driver, then tabulated and checked.
+"""``m2d reproduce`` (= ``experiments/reproduce.py``): a reproduction study run through the sweep driver, then tabulated
+and checked.
 
-    python experiments/reproduce.py --study sts --scale cpu            # train every row, write tables and claims
-    python experiments/reproduce.py --check RUN_DIR                    # against experiments/expected/<study>.yaml
+    m2d reproduce --study sts --scale cpu            # train every row, write tables and claims
+    m2d reproduce --check RUN_DIR                    # against experiments/expected/<study>.yaml
 
 :class:`StudyRun` is the sweep driver with the study's rows (x seeds) as a plain grid in place of a search space.
 """
@@ -10,20 +11,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import sys
 from pathlib import Path
 from typing import Sequence
 
-from ..config import deep_merge
+from .. import storage
 from ..errors import M2DError, OneLineParser
-from ..study import SCALES, TINY, Row, expand_rows, load_study, row_config, row_overrides
+from ..study.spec import SCALES, TINY, Row, expand_rows, load_study, row_config, row_overrides
 from .driver import Sweep, _Formatter, add_baseline
 
 
-def build_parser(description: str) -> argparse.ArgumentParser:
-    p = OneLineParser(prog="reproduce.py", description=description, formatter_class=_Formatter)
+def build_parser(description: str, prog: str = "reproduce.py") -> argparse.ArgumentParser:
+    p = OneLineParser(prog=prog, description=description or __doc__, formatter_class=_Formatter)
     p.add_argument("--study", default=None, help="sts, retrieval, all, or a study YAML path")
     p.add_argument("--scale", default="cpu", choices=SCALES,
                    help="smoke: tiny random BERT, minutes; cpu: bundled MiniLM on 2 cores; gpu: the seed's setup")
@@ -59,12 +59,14 @@ def build_parser(description: str) -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: Sequence[str] | None = None, description: str = "") -> int:
-    parser = build_parser(description)
+def main(argv: Sequence[str] | None = None, description: str = "", prog: str = "reproduce.py") -> int:
+    """``m2d reproduce`` / ``experiments/reproduce.py``; returns the exit code (2: bad input, 1: failed rows or a
+    failed check)."""
+    parser = build_parser(description, prog)
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     try:
-        from .. import report
+        from ..study import report
 
         for flag, fn in (("check", report.check_run_dir), ("analyse", report.analyse_run_dir),
                          ("write_expected", report.write_expected)):
@@ -109,13 +111,20 @@ class StudyRun(Sweep):
 
     def __init__(self, parser, args, argv, name: str):
         super().__init__(parser, args, argv, "reproduce")
-        self.study = load_study(name, args.scale, args.data, args.sets)
+        self.study = self._load(name)
         self.experiment = args.experiment_name or f"m2d-reproduce-{self.study.name}-{args.scale}"
 
     def _resume_state(self):
         resumed = super()._resume_state()  # a resumed run's saved arguments replace this call's
-        self.study = load_study(self.args.study, self.args.scale, self.args.data, self.args.sets)
+        self.study = self._load(self.args.study)
         return resumed
+
+    def _load(self, name: str):
+        from .driver import explicit_data_dir
+
+        study = load_study(name, self.args.scale, self.args.data, self.args.sets)
+        study.data_dir = explicit_data_dir(self.args.data_dir)
+        return study
 
     def run(self) -> int:
         return self._dry_run() if self.args.dry_run else super().run()
@@ -132,7 +141,7 @@ class StudyRun(Sweep):
         return rows
 
     def _check(self):
-        from ..preflight import check_run
+        from ..resolve import check_run
         from .driver import check_counts, parse_objectives
         from .space import ROW, Param, SearchSpace
         from .trial import choose_backend
@@ -140,9 +149,6 @@ class StudyRun(Sweep):
         a = self.args
         rows = self._selected()
         check_counts(a)
-        data_dir = a.data_dir or os.environ.get("M2D_DATA_DIR")
-        if data_dir:
-            self.study.sets = deep_merge(self.study.sets, {"data": {"data_dir": str(Path(data_dir).resolve())}})
         configs = {}
         for row in rows:
             try:
@@ -163,7 +169,7 @@ class StudyRun(Sweep):
 
     def _prepare(self, configs: dict) -> None:
         """Once, before any trial: the hard negatives every retrieval row (and seed) trains on."""
-        from ..mining import premine
+        from ..train.mining import premine
 
         seeds = []
         for cfg in configs.values():
@@ -179,9 +185,9 @@ class StudyRun(Sweep):
         return grid_tuner(setup, concurrency, str(self.storage), run_name)
 
     def _after(self, mlf, parent: str, run_dir: Path, code: int) -> int:
-        from .. import report
+        from ..study import report
 
-        (run_dir / "study.json").write_text(json.dumps(self.describe(), indent=2))
+        (run_dir / storage.STUDY).write_text(json.dumps(self.describe(), indent=2))
         expected = len(self._selected()) * self.args.seeds
         trials = report.collect(run_dir)
         finished = sum(len(v) for v in trials.values())

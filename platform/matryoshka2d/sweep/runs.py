@@ -1,7 +1,7 @@
-"""The sweep's MLflow runs: one parent per sweep, one child per trial, kept true to Tune's view of the trials.
+"""The sweep's MLflow runs, their whole lifecycle: one parent per sweep, one child per trial, kept true to Tune's view.
 
-Ray Tune has no nested runs, so the driver creates the parent and each trial its child (linked by
-``mlflow.parentRunId``, found again by ``m2d.trial_id``: :mod:`matryoshka2d.tracking`). Tune can end a trial
+Ray Tune has no nested runs, so the driver creates the parent (:func:`start_parent`) and each trial its child
+(:func:`open_child`, linked by ``mlflow.parentRunId``, found again by ``m2d.trial_id`` on a retry or resume). Tune can end a trial
 without the trial closing its run (ASHA kills the actor, retries run out), and a killed driver leaves runs
 RUNNING: :class:`RunCloser` closes them as Tune ends trials, :func:`reconcile` after the fit, :func:`close` on
 every way out.
@@ -17,7 +17,9 @@ from typing import TYPE_CHECKING
 
 from ray import tune
 
+from .. import storage
 from .. import tracking
+from ..tracking import Tag
 from ..errors import M2DError
 
 if TYPE_CHECKING:
@@ -26,9 +28,47 @@ if TYPE_CHECKING:
     from ..config import Config
 
 
+# -- child runs: one per trial, found again by its trial id ------------------------------------------------------
+def find_child(mlf: "MlflowClient", experiment_id: str, parent_id: str, trial_id: str):
+    runs = mlf.search_runs([experiment_id], filter_string=f"tags.`{Tag.PARENT}` = '{parent_id}' and "
+                                                          f"tags.`{Tag.TRIAL}` = '{trial_id}'", max_results=2)
+    return runs[0] if runs else None
+
+
+def open_child(mlf: "MlflowClient", experiment_id: str, parent_id: str, trial_id: str, run_name: str,
+               params: dict[str, str], tags: dict[str, str]) -> str:
+    """The trial's run: found by its trial-id tag (retry, resume) and set RUNNING again, else created."""
+    found = find_child(mlf, experiment_id, parent_id, trial_id)
+    if found is not None:
+        run_id = found.info.run_id
+        tracking.log_params(mlf, run_id, params)  # again: a server lost between create and params left none
+        mlf.update_run(run_id, status="RUNNING")
+        mlf.set_tag(run_id, Tag.RESTARTS, str(int(found.data.tags.get(Tag.RESTARTS, "0")) + 1))
+        return run_id
+    run = mlf.create_run(experiment_id, run_name=run_name,
+                         tags={**tags, Tag.PARENT: parent_id, Tag.TRIAL: trial_id, Tag.KIND: "trial"})
+    tracking.log_params(mlf, run.info.run_id, params)
+    return run.info.run_id
+
+
+def finish_child(mlf: "MlflowClient", run_id: str, trial_id: str) -> None:
+    """A trial that trained to the end closes its own run; failures are left to Tune's retry (the driver closes what
+    stays failed: :class:`RunCloser`, :func:`reconcile`)."""
+    tracking.retry(mlf.set_terminated, run_id, status="FINISHED", what=f"trial {trial_id}: close run")
+
+
+def close_stale(mlf: "MlflowClient", experiment_id: str, parent_id: str, status: str = "KILLED") -> int:
+    """Child runs still RUNNING (their process died with a killed driver) -> ``status``; returns how many."""
+    stale = [r for r in tracking.children(mlf, experiment_id, parent_id) if r.info.status == "RUNNING"]
+    for run in stale:
+        mlf.set_terminated(run.info.run_id, status=status)
+    return len(stale)
+
+
+# -- the parent --------------------------------------------------------------------------------------------------
 def tags(cfg: "Config", preset: str, sampler_seed: int) -> dict[str, str]:
     """What the parent and every trial run are tagged with: method, preset, seed, data checksums, git commit."""
-    out = {"m2d.sampler_seed": str(sampler_seed), "m2d.method": cfg.method.name, "m2d.preset": str(preset),
+    out = {Tag.SAMPLER_SEED: str(sampler_seed), Tag.METHOD: cfg.method.name, Tag.PRESET: str(preset),
            **tracking.data_checksums(cfg)}
     commit = tracking.git_commit()
     if commit:
@@ -40,7 +80,7 @@ def start_parent(mlf: "MlflowClient", experiment_id: str, run_name: str, sweep: 
                  tags: dict[str, str]) -> str:
     """A new sweep's parent run: its flags as ``sweep.*`` params, the overrides every trial shares as ``base.*``."""
     run = mlf.create_run(experiment_id, run_name=run_name,
-                         tags={**tags, tracking.SWEEP_TAG: run_name, "m2d.kind": "sweep"})
+                         tags={**tags, Tag.SWEEP: run_name, Tag.KIND: "sweep"})
     params = {**{f"sweep.{k}": str(v) for k, v in sweep.items()}, **tracking.flat_params(base, prefix="base.")}
     tracking.log_params(mlf, run.info.run_id, params)
     return run.info.run_id
@@ -50,14 +90,14 @@ def reopen_parent(mlf: "MlflowClient", experiment_id: str, parent: str) -> int:
     """A resumed sweep's parent set RUNNING again; its trial runs left RUNNING by the killed driver are closed (resumed
     trials reopen their own run). Returns how many were closed."""
     mlf.update_run(parent, status="RUNNING")
-    return tracking.close_stale(mlf, experiment_id, parent)
+    return close_stale(mlf, experiment_id, parent)
 
 
 def summarise(mlf: "MlflowClient", parent: str, run_dir: Path, baseline: str | None, method: str) -> None:
     """The parent run's comparison of every trial's grid (again on each --resume); a warning if it cannot be made,
     never a failed sweep: the trials' own runs hold everything it is made from. ``method``: the base preset's, whose
     first trial is the default baseline."""
-    from .. import compare
+    from ..choose import compare
 
     try:
         written = tracking.retry(log_summary, mlf, parent, run_dir / "summary", baseline, method,
@@ -79,7 +119,7 @@ def log_summary(mlf: "MlflowClient", parent: str, out_dir: Path, baseline: str |
     :func:`compare.write` wrote."""
     import pandas as pd
 
-    from .. import compare
+    from ..choose import compare
 
     entries = compare.unique_labels(compare.from_mlflow(mlf, parent, Path(out_dir) / "grids"))
     entries, base, written = compare.run(entries, out_dir, baseline, method=method)
@@ -95,7 +135,7 @@ def log_summary(mlf: "MlflowClient", parent: str, out_dir: Path, baseline: str |
         pd.DataFrame(rows).to_json(table, orient="split", index=False)
         mlf.log_artifact(parent, str(table), artifact_path="summary")
         tables.append(f"summary/{table.name}")
-    mlf.set_tag(parent, "m2d.baseline_trial", entries[base].run_id or "")
+    mlf.set_tag(parent, Tag.BASELINE_TRIAL, entries[base].run_id or "")
     for key, value in tracking.table_tag(*tables).items():
         mlf.set_tag(parent, key, value)
     return written
@@ -105,7 +145,7 @@ def close(mlf: "MlflowClient", experiment_id: str, parent: str, status: str) -> 
     """On every way out of the driver: trials it could not close (crash, Ctrl-C) and the parent get ``status``."""
     try:
         end = "KILLED" if status == "KILLED" else "FAILED"
-        tracking.retry(tracking.close_stale, mlf, experiment_id, parent, status=end, what="closing the trial runs",
+        tracking.retry(close_stale, mlf, experiment_id, parent, status=end, what="closing the trial runs",
                        wait_s=60)
         tracking.retry(mlf.set_terminated, parent, status=status, what="closing the sweep run", wait_s=60)
     except Exception as err:  # the server is gone: say so, keep the real error
@@ -119,16 +159,16 @@ def reconcile(mlf: "MlflowClient", experiment_id: str, parent: str, results, obj
     printed. Returns the exit code: 1 if a trial errored."""
     by_id = {_trial_id(r): r for r in results}
     for run in tracking.children(mlf, experiment_id, parent):
-        trial_id = run.data.tags.get(tracking.TRIAL_TAG)
+        trial_id = run.data.tags.get(Tag.TRIAL)
         if trial_id not in by_id:  # started by a killed driver after Tune's last state save: not a trial
-            mlf.set_tag(run.info.run_id, "m2d.orphaned", "true")
+            mlf.set_tag(run.info.run_id, Tag.ORPHANED, "true")
             if run.info.status == "RUNNING":
                 mlf.set_terminated(run.info.run_id, status="KILLED")
             mlf.delete_run(run.info.run_id)
         elif run.info.status in ("RUNNING", "KILLED"):  # KILLED: closed as stale on resume, yet Tune has it done
             result = by_id[trial_id]
             if not result.error and not (result.metrics or {}).get("final"):
-                mlf.set_tag(run.info.run_id, "m2d.stopped_early", "true")
+                mlf.set_tag(run.info.run_id, Tag.STOPPED_EARLY, "true")
             mlf.set_terminated(run.info.run_id, status="FAILED" if result.error else "FINISHED")
     rows = []
     for trial_id, r in sorted(by_id.items()):
@@ -139,7 +179,7 @@ def reconcile(mlf: "MlflowClient", experiment_id: str, parent: str, results, obj
     if len(objectives) == 1 and best:
         value = next(v for t, _, v, _ in rows if t == best[0])[0]
         tracking.log_metrics(mlf, parent, {f"best/{objectives[0][0]}": value}, 0)
-    mlf.set_tag(parent, "m2d.best_trials" if len(objectives) > 1 else "m2d.best_trial", ",".join(best))
+    mlf.set_tag(parent, Tag.BEST_TRIALS if len(objectives) > 1 else Tag.BEST_TRIAL, ",".join(best))
     print(f"\n{'trial':<14} {'status':<6} " + " ".join(f"{m:>28}" for m, _ in objectives) + "  params")
     for trial_id, status, values, cfg in rows:
         vals = " ".join(f"{v:>28.4f}" if isinstance(v, (int, float)) else f"{'-':>28}" for v in values)
@@ -185,11 +225,11 @@ class RunCloser(tune.Callback):
     def _close(self, trial, status: str) -> None:
         try:
             mlf = tracking.client(self.tracking_uri)
-            run = tracking.find_child(mlf, self.experiment_id, self.parent_run_id, trial.trial_id)
+            run = find_child(mlf, self.experiment_id, self.parent_run_id, trial.trial_id)
             if run is None or run.info.status != "RUNNING":
                 return
             if status == "FINISHED" and not (trial.last_result or {}).get("final"):
-                mlf.set_tag(run.info.run_id, "m2d.stopped_early", "true")
+                mlf.set_tag(run.info.run_id, Tag.STOPPED_EARLY, "true")
             mlf.set_terminated(run.info.run_id, status=status)
         except Exception as err:  # never take the sweep down over bookkeeping; the driver re-checks at the end
             print(f"sweep: warning: could not close the MLflow run of trial {trial.trial_id}: {err}")
@@ -199,7 +239,7 @@ class RunCloser(tune.Callback):
         # a finished trial never resumes: its local step checkpoints (hundreds of MB for MiniLM) are dead
         # weight; Ray keeps its own last copy (num_to_keep=1) until the run dir is deleted
         if self.run_dir:
-            shutil.rmtree(Path(self.run_dir) / "trials" / trial.trial_id / "checkpoints", ignore_errors=True)
+            shutil.rmtree(Path(self.run_dir) / storage.TRIALS / trial.trial_id / storage.CHECKPOINTS, ignore_errors=True)
 
     def on_trial_error(self, iteration, trials, trial, **info):
         self._close(trial, "FAILED")

@@ -28,9 +28,11 @@ from typing import Any
 
 from ray import tune
 
-from .. import tracking
-from ..config import Config, build_config, deep_merge, load_config
+from .. import storage, tracking
+from ..config import Config, build_config, compose
 from ..errors import M2DError
+from ..tracking import Tag
+from . import runs
 from .reporter import Reporter, WorkerSetup
 from .space import ROW, SearchSpace
 
@@ -58,10 +60,9 @@ class TrialSetup:
     rows: dict[str, dict] = field(default_factory=dict)  # study rows: label -> {"preset", "overrides"}
 
     def config(self, sampled: dict[str, Any]) -> Config:
-        """Preset, base, the study row's overrides (when the grid has rows), then the sampled fields."""
-        row = self.rows[sampled[ROW]] if ROW in sampled else {"preset": self.preset, "overrides": {}}
-        return load_config(row["preset"], deep_merge(deep_merge(self.base, row["overrides"]),
-                                                     self.space.overrides(sampled)))
+        """The sweep's shared layers, or the study row's (when the grid has rows), then the sampled point."""
+        row = self.rows[sampled[ROW]] if ROW in sampled else {"preset": self.preset, "overrides": self.base}
+        return compose(row["preset"], composed=row["overrides"], point=self.space.overrides(sampled))
 
 
 # -- resources --------------------------------------------------------------------------------------------
@@ -122,15 +123,14 @@ def run_trial(params: dict, setup: TrialSetup) -> None:
     short = {k: f"{v:.4g}" if isinstance(v, float) else str(v) for k, v in params.items()}
     run_name = f"{trial_id} " + " ".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in short.items())
     run_id = tracking.retry(  # a trial that starts while the server is down waits for it
-        tracking.child_run, mlf, setup.experiment_id, setup.parent_run_id, trial_id, run_name[:250],
+        runs.open_child, mlf, setup.experiment_id, setup.parent_run_id, trial_id, run_name[:250],
         params={**tracking.flat_params(cfg.model_dump(mode="json")), **{f"sweep.{k}": v for k, v in labels.items()},
                 "sweep.backend": setup.backend, "sweep.workers": str(setup.workers)},
-        tags={**setup.tags, **tracking.table_tag("grid.json"), tracking.SWEEP_TAG: Path(setup.run_dir).name,
-              "m2d.method": cfg.method.name,
-              "m2d.train_seed": str(cfg.train.seed)}, what=f"trial {trial_id}: MLflow run")
-    out_dir = Path(setup.run_dir) / "trials" / trial_id
+        tags={**setup.tags, **tracking.table_tag(storage.GRID_TABLE), Tag.SWEEP: Path(setup.run_dir).name,
+              Tag.METHOD: cfg.method.name, Tag.TRAIN_SEED: str(cfg.train.seed)}, what=f"trial {trial_id}: MLflow run")
+    out_dir = Path(setup.run_dir) / storage.TRIALS / trial_id
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "params.json").write_text(json.dumps(params))  # the row / sampled labels, for later analysis
+    (out_dir / storage.PARAMS).write_text(json.dumps(params))  # the row / sampled labels, for later analysis
     worker = WorkerSetup(tracking_uri=setup.tracking_uri, run_id=run_id, out_dir=str(out_dir),
                          world_size=setup.workers)
     status = "FAILED"
@@ -141,19 +141,20 @@ def run_trial(params: dict, setup: TrialSetup) -> None:
             _fit_torch(cfg, setup, worker, trial_id)
         status = "FINISHED"
     finally:
-        timing = out_dir / "timing.json"
+        timing = out_dir / storage.TIMING
         loop = json.loads(timing.read_text()).get("loop_s") if timing.is_file() else None
         trial_s = time.perf_counter() - started
         if loop is not None:
             timing.write_text(json.dumps({"loop_s": loop, "trial_s": trial_s}))
             timings = {"m2d/trial_s": trial_s, "m2d/overhead_s": trial_s - loop}
             tracking.retry(tracking.log_metrics, mlf, run_id, timings, 0, what=f"trial {trial_id}: timing")
-        if status == "FINISHED":  # failures are left to Tune's retry; the driver closes what stays failed
-            tracking.retry(mlf.set_terminated, run_id, status=status, what=f"trial {trial_id}: close run")
+        if status == "FINISHED":
+            runs.finish_child(mlf, run_id, trial_id)
 
 
 def _fit_in_process(cfg: Config, setup: TrialSetup, worker: WorkerSetup) -> None:
-    from ..train import Hooks, latest_checkpoint, train
+    from ..train import Hooks, train
+    from ..train.checkpoints import latest_checkpoint
 
     def send(metrics: dict, checkpoint: Path | None) -> None:
         tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(str(checkpoint)) if checkpoint else None)
@@ -162,7 +163,7 @@ def _fit_in_process(cfg: Config, setup: TrialSetup, worker: WorkerSetup) -> None
     ckpt = tune.get_checkpoint()
     with (ckpt.as_directory() if ckpt else nullcontext(None)) as tune_dir:
         # Tune's checkpoint, else the trial folder's own latest (one process: always consistent)
-        resume = Path(tune_dir) if tune_dir else latest_checkpoint(Path(worker.out_dir) / "checkpoints")
+        resume = Path(tune_dir) if tune_dir else latest_checkpoint(Path(worker.out_dir) / storage.CHECKPOINTS)
         reporter.note_resume(resume, "tune" if tune_dir else "local")
         device = "cuda" if setup.gpus_per_trial else "cpu"
         train(cfg, worker.out_dir, Hooks(report=reporter, resume_from=resume, device=device, show_progress=False))

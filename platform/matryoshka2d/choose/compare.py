@@ -18,8 +18,10 @@ from typing import Sequence
 
 import numpy as np
 
-from .errors import M2DError
-from .evaluate.grid import GridResult, summarize
+from .. import storage
+from ..errors import M2DError
+from ..evaluate.grid import GridResult, summarize
+from ..tracking import Tag
 
 
 @dataclass
@@ -50,7 +52,7 @@ def load(sources: Sequence[str], tracking_uri: str | None = None, cache: Path | 
         if not re.fullmatch(r"[0-9a-f]{32}", source):
             raise M2DError(f"{source}: neither a run folder / grid.csv nor an MLflow run id (32 hex digits)")
         if mlf is None:
-            from . import tracking
+            from .. import tracking
 
             uri = tracking.resolve_tracking_uri(tracking_uri)
             tracking.check_tracking(uri)
@@ -62,14 +64,14 @@ def load(sources: Sequence[str], tracking_uri: str | None = None, cache: Path | 
 
 
 def from_path(path: Path) -> Entry:
-    grid_file, status = (path / "grid.csv", "") if path.is_dir() else (path, "")
-    if path.is_dir() and not grid_file.is_file() and (path / ".mlflow" / "grid.csv").is_file():
-        grid_file, status = path / ".mlflow" / "grid.csv", "unfinished"  # a trial's latest evaluation
+    grid_file, status = (path / storage.GRID, "") if path.is_dir() else (path, "")
+    if path.is_dir() and not grid_file.is_file() and (path / storage.STAGE / storage.GRID).is_file():
+        grid_file, status = path / storage.STAGE / storage.GRID, "unfinished"  # a trial's latest evaluation
     if not grid_file.is_file():
         raise M2DError(f"{path}: no grid.csv (give an m2d train / m2d eval output dir or a grid.csv)")
     folder = path if path.is_dir() else grid_file.parent
     label = folder.name
-    params_file = folder / "params.json"  # a sweep trial dir: its study row / sampled labels
+    params_file = folder / storage.PARAMS  # a sweep trial dir: its study row / sampled labels
     params = {}
     if params_file.is_file():
         import json
@@ -83,13 +85,13 @@ def from_mlflow(mlf, run_id: str, cache: Path) -> list[Entry]:
     """The run's grid, or, for a sweep's parent, every trial's (in trial order; trials with no grid yet skipped)."""
     from mlflow.exceptions import MlflowException
 
-    from . import tracking
+    from .. import tracking
 
     try:
         run = mlf.get_run(run_id)
     except MlflowException:
         raise M2DError(f"{run_id}: no such MLflow run in {mlf.tracking_uri}") from None
-    if run.data.tags.get("m2d.kind") != "sweep":
+    if run.data.tags.get(Tag.KIND) != "sweep":
         entry = entry_of_run(mlf, run, cache)
         if entry is None:
             raise M2DError(f"{run_id}: the run has no grid.csv artifact (it has not evaluated yet)")
@@ -103,21 +105,21 @@ def from_mlflow(mlf, run_id: str, cache: Path) -> list[Entry]:
 
 def entry_of_run(mlf, run, cache: Path) -> Entry | None:
     run_id = run.info.run_id
-    if "grid.csv" not in {a.path for a in mlf.list_artifacts(run_id)}:
+    if storage.GRID not in {a.path for a in mlf.list_artifacts(run_id)}:
         return None
-    local = Path(mlf.download_artifacts(run_id, "grid.csv", str(Path(cache) / run_id)))
+    local = Path(mlf.download_artifacts(run_id, storage.GRID, str(Path(cache) / run_id)))
     params = {k.removeprefix("sweep."): v for k, v in run.data.params.items() if k.startswith("sweep.")
               and k not in ("sweep.backend", "sweep.workers")}
-    status = run.info.status + (" (stopped early)" if run.data.tags.get("m2d.stopped_early") else "")
+    status = run.info.status + (" (stopped early)" if run.data.tags.get(Tag.STOPPED_EARLY) else "")
     label = params.get("row") or run.info.run_name or run_id[:8]
-    return Entry(label, GridResult.from_csv(local), run_id, run_id, run.data.tags.get("m2d.method", ""), status,
+    return Entry(label, GridResult.from_csv(local), run_id, run_id, run.data.tags.get(Tag.METHOD, ""), status,
                  params)
 
 
 def trial_order(run) -> tuple:
     """When the trial's run was created (Tune starts trials in the order it creates them; searcher trial ids are
     random), then Tune's trial index where the id has one (``<hash>_<index>``)."""
-    found = re.search(r"_(\d+)$", run.data.tags.get("m2d.trial_id", ""))
+    found = re.search(r"_(\d+)$", run.data.tags.get(Tag.TRIAL, ""))
     return (run.info.start_time or 0, int(found.group(1)) if found else 0)
 
 
@@ -219,7 +221,7 @@ def write(entries: list[Entry], out_dir: Path, baseline: int = 0) -> dict[str, l
     """Per dataset x metric: ``<ds>_<metric>_<figure>.png`` for each of :data:`FIGURES` and
     ``leaderboard_<ds>_<metric>.csv``; plus ``cells.csv`` (every cell, one column per run).
     Returns {"figures": [(dataset, metric, figure, path)], "tables": [path], "leaderboards": [(ds, metric, rows)]}."""
-    from . import plots
+    from ..evaluate import plots
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

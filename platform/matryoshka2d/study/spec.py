@@ -1,9 +1,9 @@
 """Reproduction studies: a study YAML (``experiments/studies/``) is rows of presets + overrides at a scale. This module
-reads and expands them; :mod:`.sweep.reproduce` runs them as ONE Ray Tune grid (a trial per row and training seed),
+reads and expands them; :mod:`matryoshka2d.sweep.reproduce` runs them as ONE Ray Tune grid (a trial per row and training seed),
 :mod:`.report` tabulates and checks them.
 
-A row's config is resolved in one place, :func:`row_overrides`: preset <- study base <- scale <- row ``set`` <-
-``--set``. ``each_layer`` / ``each_pair`` expand a row into one row per layer / cell (separately trained models).
+A row's config is composed in the one order of :data:`matryoshka2d.config.LAYERS` (:func:`row_overrides`): preset,
+study base, scale, ``--data``, row ``set``, data dir, ``--set``. ``each_layer`` / ``each_pair`` expand a row into one row per layer / cell (separately trained models).
 """
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import presets  # studies ship in the package; expected/ is repository-only regression data
-from .config import deep_merge, load_config, load_yaml, parse_overrides
-from .errors import M2DError
+from .. import presets  # studies ship in the package; expected/ is repository-only regression data
+from ..config import compose_layers, deep_merge, load_config, load_yaml, parse_overrides
+from ..errors import M2DError
 
-EXPECTED_DIR = Path(__file__).resolve().parents[2] / "experiments" / "expected"
+EXPECTED_DIR = Path(__file__).resolve().parents[3] / "experiments" / "expected"
 SCALES = ("smoke", "cpu", "gpu")
 TINY = "tiny-bert"  # the smoke scale's model: a random 4 x 96 BERT written once under $M2D_HOME/models
 ROW_KEYS = {"preset", "label", "set", "each_layer", "each_pair", "pairs_reference"}
@@ -44,6 +44,7 @@ class Study:
     scale: str
     data: str | None = None
     sets: dict = field(default_factory=dict)
+    data_dir: str | None = None  # --data-dir / $M2D_DATA_DIR, made explicit by the study driver
 
     @property
     def metric(self) -> str:
@@ -62,14 +63,18 @@ class Study:
             return self.spec["datasets"][self.data][key]
         return self.spec.get(key)
 
-    def base(self) -> dict:
-        """Study base <- scale <- --data <- --set: what every row shares."""
-        base = deep_merge(self.spec.get("base") or {}, self.spec["scales"][self.scale] or {})
+    def layers(self) -> list[dict]:
+        """The study's own layers (config.LAYERS ``study``): its base, its scale, its ``--data`` option."""
+        layers = [self.spec.get("base") or {}, self.spec["scales"][self.scale] or {}]
         if self.data:
-            over = {k: v for k, v in self.spec["datasets"][self.data].items() if k in ("model", "data", "method",
-                                                                                       "train", "eval")}
-            base = deep_merge(base, over)
-        return deep_merge(base, self.sets)
+            layers.append({k: v for k, v in self.spec["datasets"][self.data].items()
+                           if k in ("model", "data", "method", "train", "eval")})
+        return layers
+
+    def base(self, *rows: dict) -> dict:
+        """What every row shares, composed in config.LAYERS order (``rows``: a row's own ``set`` on top of the study's
+        layers), with the data dir and ``--set`` above."""
+        return compose_layers(study=[*self.layers(), *rows], data_dir=self.data_dir, sets=self.sets)
 
 
 def study_path(name_or_path: str) -> Path:
@@ -101,8 +106,8 @@ def model_name(base: dict) -> str:
     name = (base.get("model") or {}).get("name", "minilm-l6")
     if name != TINY:
         return name
-    from .testing import make_tiny_bert
-    from .config import m2d_home
+    from ..testing import make_tiny_bert
+    from ..config import m2d_home
 
     path = m2d_home() / "models" / "tiny-bert-4x96"
     if not (path / "config.json").is_file():
@@ -114,9 +119,9 @@ def model_name(base: dict) -> str:
 
 def expand_rows(study: Study) -> list[Row]:
     """The study's rows for its model: ``each_layer`` and ``each_pair`` become one row per layer / cell."""
-    from .cells import parse_layers
-    from .methods import MethodConfig
-    from .resolve import model_shape
+    from ..cells import parse_layers
+    from ..methods import MethodConfig
+    from ..resolve import model_shape
 
     base = study.base()
     shape = model_shape(model_name(base))
@@ -155,10 +160,10 @@ def _fill(value: Any, **names: int) -> Any:
 
 
 def row_overrides(study: Study, row: Row) -> dict:
-    """THE resolution of a row: study base <- scale <- --data <- row overrides <- --set (the preset is under all)."""
-    base = study.base()
-    base = deep_merge(base, {"model": {"name": model_name(base)}})
-    return deep_merge(deep_merge(base, row.overrides), study.sets)
+    """A row's layers above its preset (config.LAYERS): study base, scale, --data, the model made concrete, the row's
+    ``set``, then the data dir and ``--set``."""
+    model = {"model": {"name": model_name(study.base())}}
+    return study.base(model, row.overrides)
 
 
 def row_config(study: Study, row: Row):

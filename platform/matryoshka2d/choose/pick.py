@@ -15,9 +15,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
 
-from .errors import M2DError
-from .evaluate.grid import GridResult
-from .evaluate.precision import bytes_per_vector, split_metric
+from ..errors import M2DError
+from ..evaluate.grid import GridResult
+from ..evaluate.precision import bytes_per_vector, split_metric
 
 BATCH_SIZES = (1, 128)
 
@@ -30,7 +30,7 @@ def measure_latency(encoder, texts: Sequence[str], batch_sizes: Sequence[int] = 
     down: call it last."""
     import torch
 
-    from .encoder import truncate_layers
+    from ..encoder import truncate_layers
     from .export import hardware
 
     texts = list(texts)

@@ -15,15 +15,15 @@ import os
 import random
 from pathlib import Path
 
-from .config import Config
-from .errors import M2DError
+from ..config import Config
+from ..errors import M2DError
 
 
 def mined_path(cfg: Config) -> tuple[Path, dict]:
     """Where the negatives of ``cfg`` are cached, and the description that names them."""
-    from .data import file_checksums, training_source
-    from .encoder import resolve_model_path
-    from .config import m2d_home
+    from ..data import file_checksums, training_source
+    from ..encoder import resolve_model_path
+    from ..config import m2d_home
 
     _, name, split = training_source(cfg)  # refuses hard negatives of a set that is not retrieval
     model_path = resolve_model_path(cfg.model.name)
@@ -47,10 +47,10 @@ def ensure_mined(cfg: Config, batch_size: int = 64, show_progress: bool | None =
 
     import torch
 
-    from .data import load_beir
-    from .data.registry import data_dir
-    from .encoder import load_encoder
-    from .evaluate.retrieval import search
+    from ..data import load_beir
+    from ..data.registry import data_dir
+    from ..encoder import load_encoder
+    from ..evaluate.topk import search
 
     data = load_beir(data_dir(cfg.data.data_dir) / meta["dataset"], meta["split"], name=meta["dataset"])
     ids, texts = data.doc_texts()
@@ -101,7 +101,7 @@ def premine(configs, label: str) -> None:
 
 def load_mined(path: Path) -> list[list[str]]:
     """The text columns (query, positive, negative_1..n) of a mined file."""
-    from .data._io import iter_lines, where
+    from ..data._io import iter_lines, where
 
     columns: list[list[str]] = []
     for lineno, line in iter_lines(path):

@@ -21,17 +21,18 @@ from pathlib import Path
 
 import torch
 
-from .errors import M2DError
+from .. import storage
+from ..errors import M2DError
 
-REPORT = "export.json"
+REPORT = storage.EXPORT
 ST_MODULES = ("Transformer", "Pooling", "Normalize")  # what a source may hold: the grid reads no other module
 
 
 def resolve_source(name: str) -> str:
     """An ``m2d train`` output dir (its ``model/``), a model dir, an alias or a hub name."""
     path = Path(name).expanduser()
-    if path.is_dir() and not (path / "config.json").is_file() and (path / "model" / "config.json").is_file():
-        return str(path / "model")
+    if path.is_dir() and not (path / "config.json").is_file() and (path / storage.MODEL / "config.json").is_file():
+        return str(path / storage.MODEL)
     return name
 
 
@@ -83,7 +84,7 @@ def write_cell(encoder, layer: int, dim: int, out: Path):
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.sentence_transformer.modules import Dense, Normalize
 
-    from .encoder import save_sentence_transformer, truncate_layers
+    from ..encoder import save_sentence_transformer, truncate_layers
 
     hidden = encoder.hidden_size
     truncate_layers(encoder, layer)
@@ -124,8 +125,8 @@ def encode_speed(model, texts: list[str], batch_size: int = 32, repeats: int = 3
 
 def bench_texts(n: int, data_dir: str | None = None) -> list[str]:
     """The first ``n`` unique STS-B test sentences (the speed sample)."""
-    from . import data
-    from .evaluate.sts import unique_sentences
+    from .. import data
+    from ..evaluate.sts import unique_sentences
 
     return unique_sentences(data.load("stsb", split="test", data_dir=data_dir))[0][:n]
 
@@ -145,8 +146,8 @@ def export_cell(source: str, layer: int, dim: int, out: str | Path, force: bool 
     """Write cell (``layer``, ``dim``) of ``source`` to ``out`` and return (and save as ``export.json``) its report:
     sizes on disk and, with ``bench`` > 0, encode speeds of the export and the full model on ``bench`` STS-B sentences.
     Every input is checked (config.json and file names only) before weights load."""
-    from .encoder import load_encoder, resolve_model_path
-    from .resolve import model_shape
+    from ..encoder import load_encoder, resolve_model_path
+    from ..resolve import model_shape
 
     name = resolve_source(source)
     shape = model_shape(name)
@@ -157,14 +158,14 @@ def export_cell(source: str, layer: int, dim: int, out: str | Path, force: bool 
     if bench < 0:
         raise M2DError(f"--bench: {bench} is negative; give a number of sentences, 0 to skip timing")
     if bench:
-        from . import data
+        from .. import data
 
         data.check_files("--bench", "stsb", "test", data_dir)  # the speed sample; --bench 0 skips it
     encoder = load_encoder(name, device="cpu")
     pooling, max_length = encoder.pooling, encoder.max_length
     full = full_model(path, encoder) if bench else None
     with tempfile.TemporaryDirectory() as tmp:  # the full encoder in the export's own layout: a like-for-like size
-        from .encoder import save_sentence_transformer
+        from ..encoder import save_sentence_transformer
 
         full_bytes = folder_bytes(save_sentence_transformer(encoder, Path(tmp) / "full"))
     model = write_cell(encoder, layer, dim, out)

@@ -16,10 +16,11 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from .. import storage
 from .bootstrap import Component, replicates
-from .errors import M2DError
-from .evaluate.grid import STS_AVG, GridResult, Row as GridRow
-from .study import EXPECTED_DIR, Row, Study, expand_rows, load_study
+from ..errors import M2DError
+from ..evaluate.grid import STS_AVG, GridResult, Row as GridRow
+from .spec import EXPECTED_DIR, Row, Study, expand_rows, load_study
 
 VERDICTS = ("holds", "does not hold", "inconclusive")
 
@@ -35,7 +36,7 @@ class Trial:
     @property
     def items(self) -> dict:
         if self._items is None:
-            with np.load(self.path / "items.npz") as data:
+            with np.load(self.path / storage.ITEMS) as data:
                 self._items = {k: data[k] for k in data.files}
         return self._items
 
@@ -43,9 +44,9 @@ class Trial:
 def collect(run_dir: Path) -> dict[str, list[Trial]]:
     """Finished trials by row label (one per training seed)."""
     out: dict[str, list[Trial]] = {}
-    for folder in sorted((run_dir / "trials").glob("*")):
-        params, grid = folder / "params.json", folder / "grid.csv"
-        if not (params.is_file() and grid.is_file() and (folder / "items.npz").is_file()):
+    for folder in sorted((run_dir / storage.TRIALS).glob("*")):
+        params, grid = folder / storage.PARAMS, folder / storage.GRID
+        if not (params.is_file() and grid.is_file() and (folder / storage.ITEMS).is_file()):
             continue
         p = json.loads(params.read_text())
         out.setdefault(p["row"], []).append(Trial(p["row"], p.get("train.seed"), folder, GridResult.from_csv(grid)))
@@ -116,7 +117,7 @@ def markdown_table(values: dict[str, dict[tuple[int, int], float]], titles: dict
 
 
 def write_tables(run_dir: Path, study: Study, rows: list[Row], trials) -> list[Path]:
-    out_dir = run_dir / "tables"
+    out_dir = run_dir / storage.TABLES
     out_dir.mkdir(exist_ok=True)
     written = []
     for metric in study.metrics:
@@ -133,7 +134,7 @@ def write_tables(run_dir: Path, study: Study, rows: list[Row], trials) -> list[P
 
 
 def write_heatmaps(out_dir: Path, metric: str, cells: dict) -> list[Path]:
-    from .plots import heatmap, method_curves
+    from ..evaluate.plots import heatmap, method_curves
 
     safe = metric.replace("/", "_").replace("@", "")
     means = {g: {c: float(np.mean(v)) for c, v in by.items()} for g, by in cells.items()}
@@ -298,21 +299,21 @@ def analyse(run_dir: Path, study: Study, rows: list[Row], n_boot: int = 1000, tr
     trials = collect(run_dir) if trials is None else trials
     if not trials:
         raise M2DError(f"{run_dir}: no finished trial (trials/*/grid.csv with items.npz)")
-    describe = json.loads((run_dir / "study.json").read_text()) if (run_dir / "study.json").is_file() else {}
+    describe = json.loads((run_dir / storage.STUDY).read_text()) if (run_dir / storage.STUDY).is_file() else {}
     written = write_tables(run_dir, study, rows, trials)
     seed = seed_table(study, reference_dir((study.base().get("data") or {}).get("data_dir")))
     results = evaluate_claims(study, rows, trials, n_boot)
-    out = run_dir / "tables"
-    (out / "claims.json").write_text(json.dumps(results, indent=2))
+    out = run_dir / storage.TABLES
+    (out / storage.CLAIMS).write_text(json.dumps(results, indent=2))
     (out / "claims.md").write_text(claims_markdown(study, results, seed, n_boot))
-    (out / "report.md").write_text(report_markdown(study, rows, trials, seed, describe) + "\n"
+    (out / storage.REPORT).write_text(report_markdown(study, rows, trials, seed, describe) + "\n"
                                    + claims_markdown(study, results, seed, n_boot))
-    return written + [out / "claims.json", out / "claims.md", out / "report.md"]
+    return written + [out / storage.CLAIMS, out / "claims.md", out / storage.REPORT]
 
 
 # -- run dirs: analyse, expected results, check ------------------------------------------------------------
 def study_of(run_dir: Path) -> tuple[Study, list[Row], dict]:
-    path = run_dir / "study.json"
+    path = run_dir / storage.STUDY
     if not path.is_file():
         raise M2DError(f"{run_dir}: not a finished study run (no study.json)")
     d = json.loads(path.read_text())
@@ -347,8 +348,8 @@ def measured(study: Study, rows: list[Row], trials) -> dict:
 
 
 def write_expected(run_dir: Path, args) -> int:
-    from .study import row_config
-    from .tracking import data_checksums
+    from .spec import row_config
+    from ..tracking import Tag, data_checksums
 
     study, rows, d = study_of(run_dir)
     trials = collect(run_dir)
@@ -358,7 +359,7 @@ def write_expected(run_dir: Path, args) -> int:
         (f" --data {study.data}" if study.data else "") + "".join(f" --set {s}" for s in d.get("sets") or [])
     cfg = row_config(study, rows[0])
     entry = {"command": command, "model": cfg.model.name if study.scale != "smoke" else "tiny-bert (random 4 x 96, seed 0)",
-             "data": {k.removeprefix("m2d.data."): v for k, v in sorted(data_checksums(cfg).items())},
+             "data": {k.removeprefix(Tag.DATA): v for k, v in sorted(data_checksums(cfg).items())},
              "config_hash": d["config_hash"], "seeds": d.get("seeds", 1),
              "tolerance": 0.005 if study.scale == "smoke" else 0.01, **measured(study, rows, trials)}
     registry[study.scale] = entry
@@ -419,9 +420,9 @@ def paired_difference(a: Path, b: Path, metric: str, cells: str = "sublayer", n_
     """Mean over the chosen cells of (run a - run b) for two trial dirs (``grid.csv`` + ``items.npz``), with a 95%
     paired bootstrap interval over test items."""
     for path in (a, b):
-        if not ((Path(path) / "grid.csv").is_file() and (Path(path) / "items.npz").is_file()):
+        if not ((Path(path) / storage.GRID).is_file() and (Path(path) / storage.ITEMS).is_file()):
             raise M2DError(f"{path}: not a finished trial dir (grid.csv and items.npz)")
-    ta, tb = (Trial("a", None, Path(p), GridResult.from_csv(Path(p) / "grid.csv")) for p in (a, b))
+    ta, tb = (Trial("a", None, Path(p), GridResult.from_csv(Path(p) / storage.GRID)) for p in (a, b))
     whole = Row("x", "x", "", {}, "")
     ca, cb = row_cells(whole, ta, metric), row_cells(whole, tb, metric)
     chosen = select_cells(cells, set(ca) & set(cb), set())

@@ -12,7 +12,8 @@ import re
 from pathlib import Path
 from typing import Iterable
 
-from .errors import M2DError
+from .. import storage
+from ..errors import M2DError
 
 STYLE = """
 body{font:14px/1.45 system-ui,sans-serif;margin:2em auto;max-width:1200px;padding:0 1em;color:#222}
@@ -106,12 +107,12 @@ def document(title: str, sections: list[str]) -> str:
 def study_page(folder: Path) -> str:
     """A reproduction study's output folder (``tables/`` of its run dir, or ``experiments/results/<name>``):
     claims (from ``claims.json``), every figure, then ``report.md``."""
-    folder = folder / "tables" if (folder / "tables" / "report.md").is_file() else folder
-    report = folder / "report.md"
+    folder = folder / storage.TABLES if (folder / storage.TABLES / storage.REPORT).is_file() else folder
+    report = folder / storage.REPORT
     text = report.read_text()
     title = (text.splitlines() or ["Reproduction"])[0].lstrip("# ").strip()
     sections = [f"<p>From <code>{html.escape(str(folder))}</code>.</p>"]
-    claims = folder / "claims.json"
+    claims = folder / storage.CLAIMS
     if claims.is_file():
         rows = [{"claim": c["id"], "statement": c["text"], "metric": c.get("metric", ""), "a": c.get("a"),
                  "b": c.get("b"), "margin": c.get("margin"),
@@ -172,8 +173,8 @@ def _is_float(text: str) -> bool:
 
 def sweep_folder(path: Path) -> list[Path]:
     """A sweep's run dir -> its trial folders that have a grid (the trials under ``trials/``)."""
-    trials = sorted(p for p in (path / "trials").glob("*")
-                    if (p / "grid.csv").is_file() or (p / ".mlflow" / "grid.csv").is_file())
+    trials = sorted(p for p in (path / storage.TRIALS).glob("*")
+                    if (p / storage.GRID).is_file() or (p / storage.STAGE / storage.GRID).is_file())
     if not trials:
         raise M2DError(f"{path}: no trial with a grid.csv under trials/")
     return trials

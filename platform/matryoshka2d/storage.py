@@ -1,0 +1,45 @@
+"""The names of a run folder's files, in one place: the writers (train, eval, sweeps, studies) and the readers
+(compare, report, pick, export, resume) agree by importing them from here.
+
+A training run (``m2d train --out DIR``; a sweep or study trial ``<run dir>/trials/<id>/``)::
+
+    config.yaml       the resolved config; a resume is checked against it
+    grid.csv          every (layer, dim) cell: dataset,split,metric,layer,dim,value
+    items.npz         per-pair / per-query values of every cell (what a paired bootstrap resamples)
+    history.json      step, loss, lr and loss parts per logged step
+    summary.json      steps, padded-token ratio, median step time
+    model/            the SentenceTransformer folder
+    checkpoints/step-N/{state.pt, history.json, meta.json}
+    params.json       (a trial) its study row or sampled labels
+    .mlflow/          (a trial) what is staged for MLflow: grid.csv, grid.json, heatmaps/, images/
+
+An evaluation (``m2d eval --out DIR``): grid.csv, timings.json, latency.json (``--latency``), one heatmap per
+dataset x metric. A sweep or study run dir: m2d_sweep.json, trials/, summary/; a study adds study.json, tables/
+(claims.json, claims.md, report.md) and figures/. An export: export.json beside the model files.
+"""
+
+from __future__ import annotations
+
+CONFIG = "config.yaml"
+GRID = "grid.csv"
+GRID_TABLE = "grid.json"  # the MLflow table of every evaluation so far
+ITEMS = "items.npz"
+HISTORY = "history.json"
+SUMMARY = "summary.json"
+MODEL = "model"
+CHECKPOINTS = "checkpoints"
+STATE = "state.pt"  # inside a checkpoint, with HISTORY and META
+META = "meta.json"
+PARAMS = "params.json"
+STAGE = ".mlflow"
+TIMINGS = "timings.json"
+LATENCY = "latency.json"
+EXPORT = "export.json"
+SWEEP_STATE = "m2d_sweep.json"
+TRIALS = "trials"
+STUDY = "study.json"
+TABLES = "tables"
+FIGURES = "figures"
+CLAIMS = "claims.json"
+REPORT = "report.md"
+TIMING = "timing.json"  # a trial's loop and whole-trial seconds (bench/sweep_overhead.py)
