@@ -1,9 +1,13 @@
 """The bad-input catalogue: every case is one row (tool, arguments, the field or file the error must name).
 
-Each case asserts exit code 2, exactly one stderr line (``<prog>: error: ...``), no traceback, and that nothing
-written before was changed: a finished training run (its checkpoints, config, grid), a MLflow store with a run,
-a sweep's Ray results folder, an evaluation folder. Cases run in-process (seconds for all of them); a sample
-runs as real processes too, where a library could still print to the real stderr.
+Each case asserts exit code 2, exactly one stderr line (``<prog>: error: ...``), no traceback, that nothing
+written before was changed (a finished training run, a MLflow store with a run, a sweep's Ray results folder, an
+evaluation folder, and every fixture of the analysis side), that no ``--out`` was left behind, and that no MLflow
+store was created. Cases run in-process (seconds for all of them); a sample runs as real processes too, where a
+library could still print to the real stderr.
+
+The rows of the analysis side (compare, report, pick, export, broken model folders, studies) live beside this file,
+one module per area (``catalogue_*.py``: ``CASES`` and ``fixtures(root, ctx)``); this file runs them all.
 """
 
 from __future__ import annotations
@@ -17,37 +21,21 @@ import socket
 import subprocess
 import sys
 import threading
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from matryoshka2d.testing import make_tiny_bert
 
+import catalogue_analysis
+from catalogue import Case, E, S, T
+import catalogue_models
+import catalogue_study
+
+AREAS = (catalogue_analysis, catalogue_models, catalogue_study)
+
 ROOT = Path(__file__).resolve().parents[1]
 STSB_ROW = "main-captions\tMSRvid\t2012test\t{i:04d}\t{score}\tA man is playing a {i} guitar.\tA man plays the {i} guitar."
-
-
-@dataclass(frozen=True)
-class Case:
-    id: str
-    tool: str  # eval | train | sweep
-    args: tuple[str, ...]
-    needle: str  # what the one line must name (a field, flag or file)
-    space: str | None = None  # sweep: a search-space file with this text
-    creates: bool = False  # the case may write into its own fresh --out (a run that fails mid-training)
-
-
-def E(id, *args, needle):  # noqa: N802 - table constructors
-    return Case(id, "eval", args, needle)
-
-
-def T(id, *args, needle, creates=False):  # noqa: N802
-    return Case(id, "train", args, needle, creates=creates)
-
-
-def S(id, *args, needle, space=None):  # noqa: N802
-    return Case(id, "sweep", args, needle, space)
 
 
 CASES = [
@@ -237,6 +225,8 @@ CASES = [
     S("resume-state-missing-keys", "--resume", "{storage}/other-partial", needle="m2d_sweep.json is unreadable"),
 ]
 
+CASES += [case for area in AREAS for case in area.CASES]
+
 SUBPROCESS = ["eval-dim-above-H", "eval-max-length-above-positions", "data-beir-no-positive", "train-expr-power",
               "train-nan-loss", "resume-lr", "resume-corrupt-checkpoints", "sweep-server-not-mlflow",
               "sweep-workers-above-cpus", "space-uniform-on-int", "resume-corrupt-state", "train-unknown-flag"]
@@ -272,12 +262,17 @@ def ctx(tmp_path_factory, data_dir):
     evaluated.mkdir()
     (evaluated / "grid.csv").write_text("dataset,split,metric,layer,dim,value\nstsb,test,spearman,1,8,0.5\n")
     servers = [serve_not_mlflow(), serve_silent()]
-    yield {"root": root, "model": str(model), "model2": str(model2), "files": str(files), "prev": str(prev),
+    ctx = {"root": root, "model": str(model), "model2": str(model2), "files": str(files), "prev": str(prev),
            "corrupt": str(corrupt), "noconfig": str(noconfig), "storage": str(storage), "db": str(db),
            "data": str(data_dir), "evaluated": str(evaluated),
            "notmlflow": f"http://127.0.0.1:{servers[0].server_address[1]}",
            "silent": f"http://127.0.0.1:{servers[1].getsockname()[1]}",
-           "protected": [prev, corrupt, noconfig, storage, db, evaluated, files]}
+           "protected": [prev, corrupt, noconfig, storage, db, evaluated, files], "nostore": str(root / "nostore")}
+    for area in AREAS:  # each area's fixtures: more placeholders and more files that no refusal may change
+        extra = area.fixtures(root / area.__name__, ctx)
+        ctx["protected"] += extra.pop("protected", [])
+        ctx.update(extra)
+    yield ctx
     servers[0].shutdown()
     servers[1].close()
 
@@ -304,6 +299,8 @@ def command(case: Case, ctx: dict) -> list[str]:
         return base + ([] if "--data" in own else ["--data", "stsb"]) + own
     if case.tool == "train":
         return train_args(ctx["model"], ctx["data"], out) + own
+    if case.tool in ANALYSIS:
+        return analysis_args(case.tool, own, out, ctx)
     base = ["--smoke", "--set", f"model.name={ctx['model']}", "--set", "eval.dims=[8,16,32]",
             "--tracking-uri", f"sqlite:///{ctx['db']}", "--storage-path", ctx["storage"], "--experiment-name", "bad"]
     if case.space is not None:
@@ -311,6 +308,24 @@ def command(case: Case, ctx: dict) -> list[str]:
         space.write_text(case.space)
         base += ["--space", str(space)]
     return base + own
+
+
+ANALYSIS = ("compare", "report", "pick", "export", "reproduce")
+
+
+def analysis_args(tool: str, own: list[str], out: str, ctx: dict) -> list[str]:
+    """The case's own flags plus, unless it gives them, an --out of its own and a tracking store that must never be
+    created (read-only commands create no store)."""
+    args = [tool, *own]
+    if "--out" not in own and tool != "reproduce":
+        args += ["--out", f"{out}/page.html" if tool == "report" else out]
+    if tool in ("compare", "report", "pick", "reproduce") and "--tracking-uri" not in own:
+        args += ["--tracking-uri", f"sqlite:///{ctx['nostore']}/mlflow.db"]
+    if tool == "export" and "--bench" not in own:
+        args += ["--bench", "0"]
+    if tool == "reproduce" and "--storage-path" not in own:
+        args += ["--storage-path", f"{ctx['root']}/reproduce-storage"]
+    return args
 
 
 def snapshot(paths) -> dict[str, str]:
@@ -329,13 +344,13 @@ def check(case: Case, ctx: dict, rc: int, out: str, err: str, before: dict) -> N
     assert rc == 2, f"{case.id}: exit {rc}\nstdout: {out[-1500:]}\nstderr: {err[-1500:]}"
     assert len(lines) == 1, f"{case.id}: {len(lines)} stderr lines:\n{err[-3000:]}"
     assert "Traceback" not in out + err
-    prog = "m2d" if case.tool != "sweep" else "sweep"
+    prog = {"sweep": "sweep", "reproduce": "reproduce"}.get(case.tool, "m2d")
     assert lines[0].startswith(prog) and ": error: " in lines[0], lines[0]
     assert case.needle in lines[0], f"{case.id}: {case.needle!r} not in {lines[0]!r}"
     assert snapshot(ctx["protected"]) == before, f"{case.id}: an earlier run's files changed"
     fresh = Path(ctx["root"]) / "out" / case.id
-    if fresh.exists() and not case.creates:
-        assert not [p for p in fresh.rglob("*") if p.is_file()], f"{case.id}: wrote into its --out"
+    assert case.creates or not fresh.exists(), f"{case.id}: left its --out {fresh} behind"
+    assert not Path(ctx["nostore"]).exists(), f"{case.id}: created a tracking store in {ctx['nostore']}"
 
 
 def run_in_process(case: Case, argv: list[str]) -> int:
@@ -383,6 +398,8 @@ def test_bad_input_in_a_real_process(case_id, ctx):
 
 def test_catalogue_size():
     assert len(CASES) >= 100 and len({c.id for c in CASES}) == len(CASES)
+    analysis = [c for area in AREAS for c in area.CASES]
+    assert len(analysis) >= 100, f"the analysis side has {len(analysis)} rows"
 
 
 # -- the bad files ----------------------------------------------------------------------------------------

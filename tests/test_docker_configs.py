@@ -620,3 +620,98 @@ def test_readme_names_existing_files():
         if broken:
             problems.append(f"{name} links to files that do not exist: {sorted(broken)}")
     assert not problems, "\n".join(problems)
+
+
+def _code_commands() -> list[tuple[str, str]]:
+    """(page, command) for every ``m2d ...`` or ``python experiments/*.py ...`` line in the pages' bash blocks."""
+    found = []
+    for page in _doc_pages():
+        for block in re.findall(r"```(?:bash|sh)\n(.*?)```", page.read_text(), re.S):
+            for line in block.replace("\\\n", " ").splitlines():
+                lexer = shlex.shlex(line, posix=True, punctuation_chars=True)
+                lexer.whitespace_split, lexer.commenters = True, "#"
+                tokens, parts = list(lexer), [[]]
+                for token in tokens:
+                    if token in ("&&", "||", ";", "|", "&", "(", ")"):
+                        parts.append([])
+                    else:
+                        parts[-1].append(token)
+                for words in parts:
+                    if words[:1] == ["ray"] and "--" in words:  # ray job submit ... -- <the entrypoint>
+                        words = words[words.index("--") + 1:]
+                    while words and ("=" in words[0] and not words[0].startswith("-")):  # ENV=value prefixes
+                        words = words[1:]
+                    if words[:1] == ["m2d"] or (words[:1] == ["python"] and words[1:2] and
+                                                words[1].startswith("experiments/")):
+                        found.append((page.relative_to(ROOT).as_posix(), " ".join(words)))
+    return found
+
+
+def _parser_for(words: list[str]):
+    from matryoshka2d import cli
+    from matryoshka2d.sweep import driver, reproduce
+
+    if words[0] == "python":
+        script = words[1]
+        assert (ROOT / script).is_file(), f"{script} does not exist"
+        if "/sweep_" in script:
+            return driver.build_parser("x", "", "v2", script.rsplit("sweep_", 1)[1][:-3]), words[2:]
+        if script.endswith("reproduce.py"):
+            return reproduce.build_parser(""), words[2:]
+        if script.endswith("compare_trials.py"):
+            words = ["m2d", "compare-trials", *words[2:]]
+        else:
+            return None, []
+    verb, rest = words[1], words[2:]
+    if verb.startswith("-"):
+        return cli.build_parser(), words[1:]
+    if verb == "sweep":
+        return driver.build_parser("m2d sweep", "", "v2", None), rest
+    if verb == "reproduce":
+        return reproduce.build_parser(""), rest
+    sub = next(a for a in cli.build_parser()._actions if a.dest == "command")
+    assert verb in sub.choices, f"m2d {verb}: no such command"
+    return sub.choices[verb], rest
+
+
+def test_documented_commands_name_real_commands_and_flags():
+    """Every ``m2d`` / ``python experiments/...`` line in the README and docs: the command exists and each ``--flag``
+    it passes is one of that command's flags."""
+    commands = _code_commands()
+    assert len(commands) > 20 and any(page.startswith("docs/") for page, _ in commands)
+    problems = []
+    for page, command in commands:
+        try:
+            parser, rest = _parser_for(command.split())
+        except (AssertionError, StopIteration) as err:
+            problems.append(f"{page}: {command}: {err}")
+            continue
+        if parser is None:
+            continue
+        known = {s for a in parser._actions for s in a.option_strings}
+        unknown = sorted({w.split("=", 1)[0] for w in rest if w.startswith("--")} - known)
+        if unknown:
+            problems.append(f"{page}: {command}: unknown flags {unknown}")
+    assert not problems, "\n".join(problems)
+
+
+def test_readme_commands_are_what_ci_runs():
+    """The README's two commands: the first sets up with .ci/setup, the second (the tests) is .ci/run's last line."""
+    blocks = re.findall(r"```bash\n(.*?)\n```", README.read_text(), re.S)
+    setup, tests = blocks[0].strip(), blocks[1].strip()
+    assert setup.startswith("bash .ci/setup && ") and "experiments/sweep_weighting.py" in setup
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert "bash .ci/setup" in ci and ci.strip().splitlines()[-1] == tests, (tests, ci)
+    assert "pytest" in tests and (ROOT / ".ci" / "setup").stat().st_mode & 0o111
+
+
+def test_the_loss_formula_has_one_source():
+    """The 2D loss is written down once, in ``Matryoshka2DLoss``'s docstring; the docs point there, never copy it."""
+    from matryoshka2d.losses import Matryoshka2DLoss
+
+    doc = Matryoshka2DLoss.__doc__
+    assert "\\mathcal{L}" in doc and "Inputs" in doc and "arXiv" in doc
+    for page in _doc_pages():
+        text = page.read_text()
+        assert "\\mathcal{L}" not in text and "ScoreAlign(" not in text, f"{page.name} copies the loss formula"
+    assert "Matryoshka2DLoss" in (DOCS / "training.md").read_text()

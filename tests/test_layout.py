@@ -63,24 +63,13 @@ def _cycles(edges: dict[str, set[str]]) -> list[tuple[str, str]]:
 
 
 def import_graph() -> dict[str, set[str]]:
+    """Top-level module or subpackage -> those it imports (lazy imports too)."""
     edges: dict[str, set[str]] = {}
     for path in PACKAGE.rglob("*.py"):
-        parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
-        package = parts[:-1] if parts[-1] != "__init__" else parts[:-1]
-        source = _node(".".join(parts))
-        for node in ast.walk(ast.parse(path.read_text())):
-            targets: list[str] = []
-            if isinstance(node, ast.ImportFrom) and node.level:
-                base = package[:len(package) - (node.level - 1)]
-                module = ".".join(base + ([node.module] if node.module else []))
-                targets = [module] if node.module else [f"{module}.{a.name}" for a in node.names]
-            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("matryoshka2d."):
-                targets = [node.module]
-            elif isinstance(node, ast.Import):
-                targets = [a.name for a in node.names if a.name.startswith("matryoshka2d.")]
-            for target in targets:
-                if _node(target) != source:
-                    edges.setdefault(source, set()).add(_node(target))
+        source = _node(".".join(path.relative_to(PACKAGE.parent).with_suffix("").parts))
+        for target in _imports(path):
+            if _node(target) != source:
+                edges.setdefault(source, set()).add(_node(target))
     return edges
 
 
@@ -155,7 +144,8 @@ def _string_literals(path: Path) -> list[tuple[int, str]]:
 
 
 def test_run_folder_names_and_tags_are_one_block_each():
-    """A run folder's file names live in ``storage``, the ``m2d.*`` tags in ``tracking.Tag``: no copy elsewhere."""
+    """A run folder's file names live in ``storage``, the ``m2d.*`` tags and ``m2d/*`` keys in ``tracking.Tag`` and
+    ``tracking.Key``: no copy elsewhere."""
     from matryoshka2d import storage
 
     files = {v for k, v in vars(storage).items() if k.isupper() and isinstance(v, str) and "." in v.strip(".")}
@@ -165,6 +155,6 @@ def test_run_folder_names_and_tags_are_one_block_each():
         for line, text in _string_literals(path):
             if path.name != "storage.py" and text in files:
                 copies.append(f"{path.relative_to(PACKAGE)}:{line} {text!r} (storage)")
-            if path.name != "tracking.py" and text.startswith("m2d."):
-                copies.append(f"{path.relative_to(PACKAGE)}:{line} {text!r} (tracking.Tag)")
+            if path.name != "tracking.py" and text.startswith(("m2d.", "m2d/")):
+                copies.append(f"{path.relative_to(PACKAGE)}:{line} {text!r} (tracking.Tag / tracking.Key)")
     assert not copies, "names written outside their one block:\n" + "\n".join(copies)

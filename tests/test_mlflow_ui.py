@@ -90,7 +90,7 @@ def sweep(server, tmp_path_factory, data_dir):
 @pytest.fixture(scope="module")
 def browser():
     if not Path(CHROMIUM).is_file():
-        pytest.fail(f"{CHROMIUM} not found: install Debian's chromium (.ci/run does)")
+        pytest.fail(f"{CHROMIUM} not found: install Debian's chromium (.ci/setup does)")
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:

@@ -8,6 +8,7 @@ processed), so ``matryoshka2d`` there can only be the installed copy. Commands r
 from __future__ import annotations
 
 import gzip
+import importlib.metadata
 import importlib.util
 import json
 import os
@@ -102,3 +103,15 @@ def test_installed_m2d_trains_a_preset_outside_the_repo(venv, tmp_path):
           "--set", "method.last_layer_dims=8,H", "--set", "method.prior_dims=8"], cwd=work, env=_env(tmp_path))
     assert (out / "model" / "modules.json").is_file()
     assert (out / "grid.csv").read_text().startswith("dataset,split,metric,layer,dim,value")
+
+
+def test_installed_m2d_has_every_verb_and_plans_a_study(venv, tmp_path):
+    """A wheel user runs the studies with ``m2d reproduce`` (no experiments/ folder) and sees the version."""
+    m2d, env = venv / "bin" / "m2d", _env(tmp_path)
+    version = _run([m2d, "--version"], cwd=tmp_path, env=env).stdout
+    assert version.strip().endswith(importlib.metadata.version("matryoshka2d"))
+    verbs = _run([m2d, "--help"], cwd=tmp_path, env=env).stdout
+    for verb in ("eval", "train", "sweep", "reproduce", "compare-trials", "compare", "report", "pick", "export"):
+        assert f"    {verb} " in verbs or f"    {verb}\n" in verbs, verb
+    plan = _run([m2d, "reproduce", "--study", "sts", "--scale", "smoke", "--dry-run"], cwd=tmp_path, env=env).stdout
+    assert "reproduce: sts at scale smoke" in plan and "v2" in plan

@@ -85,7 +85,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     _quiet_transformers()
     if args.restart and (aside := restart(Path(args.out))):
         print(f"train: the previous run in {args.out} was moved to {aside}")
-    out = _make_out_dir(args.out)
+    out = storage.check_creatable(args.out, "--out")  # created by train() once its data checks passed
     result = train(cfg, out)
     print(format_grid(result["grid"]))
     summary = {k: v for k, v in result.items() if k != "grid"}
@@ -133,8 +133,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from .encoder import load_encoder
     from .evaluate import check_evaluable, evaluate_grid, parallel
     from .evaluate.grid import check_precisions
-    from .evaluate.precision import parse_precisions
     from .evaluate.plots import heatmap, heatmap_name
+    from .evaluate.precision import parse_precisions
     from .resolve import check_max_length, model_shape
 
     if args.batch_size < 1 or (args.max_length is not None and args.max_length < 1):
@@ -182,9 +182,9 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 def _write_latency(encoder, datasets, path: Path) -> None:
     """Latency of the evaluated texts (queries for retrieval, sentences for STS), measured last: it cuts the encoder."""
+    from .choose.pick import format_latency, measure_latency
     from .data.types import RetrievalSet
     from .evaluate import retrieval, sts
-    from .choose.pick import format_latency, measure_latency
 
     texts: list[str] = []
     for ds in datasets:
@@ -386,9 +386,9 @@ def _cmd_pick(args: argparse.Namespace) -> int:
 def _latency_file(given: str | None, home: Path | None, out: Path) -> Path:
     """latency.json as given, found beside the grid, or measured now (into ``out``) for a given model dir or the run's
     ``model/``."""
-    from .encoder import load_encoder
     from .choose.export import bench_texts
     from .choose.pick import measure_latency
+    from .encoder import load_encoder
 
     candidates = [Path(given).expanduser()] if given else ([home / storage.LATENCY, home / storage.MODEL] if home else [])
     for path in candidates:

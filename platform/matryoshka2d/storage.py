@@ -20,6 +20,11 @@ dataset x metric. A sweep or study run dir: m2d_sweep.json, trials/, summary/; a
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
+from .errors import M2DError
+
 CONFIG = "config.yaml"
 GRID = "grid.csv"
 GRID_TABLE = "grid.json"  # the MLflow table of every evaluation so far
@@ -43,3 +48,16 @@ FIGURES = "figures"
 CLAIMS = "claims.json"
 REPORT = "report.md"
 TIMING = "timing.json"  # a trial's loop and whole-trial seconds (bench/sweep_overhead.py)
+
+
+def check_creatable(path: str | Path, flag: str) -> Path:
+    """``path`` can be created (or is a writable folder), checked without creating anything: a refusal before any
+    work leaves the file system as it was."""
+    probe = Path(path).expanduser()
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir():
+        raise M2DError(f"{flag}: {path} cannot be created: {probe} is a file, not a folder")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise M2DError(f"{flag}: {probe} is not writable")
+    return Path(path).expanduser()

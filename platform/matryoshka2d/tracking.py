@@ -53,6 +53,30 @@ class Tag:
     EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")  # the UI opens on runs, not GenAI traces
 
 
+class Key:
+    """The metric and image keys beside the grid's own (``<ds>/<metric>/<summary>``, :func:`cell_key`)."""
+
+    LOOP_S = "m2d/loop_s"  # a trial's training loop, seconds
+    TRIAL_S = "m2d/trial_s"  # the whole trial (loop + start-up + evaluation + uploads)
+    OVERHEAD_S = "m2d/overhead_s"  # trial_s - loop_s: what the platform costs (bench/sweep_overhead.py)
+    FIT_S = "m2d/fit_s"  # the sweep's Tuner.fit, on the parent
+
+    @staticmethod
+    def best(objective: str) -> str:
+        """The parent's best value of a single-objective sweep."""
+        return f"best/{objective}"
+
+    @staticmethod
+    def heatmap(dataset: str, metric: str) -> str:
+        """A trial's heatmap image at each evaluation step (the chart view's step slider)."""
+        return mlflow_key(f"heatmap/{dataset}/{metric}")
+
+    @staticmethod
+    def sweep_figure(dataset: str, metric: str, kind: str) -> str:
+        """The parent's comparison figures: ``runs``, ``vs_baseline``, ``best_run``."""
+        return mlflow_key(f"sweep/{dataset}/{metric}/{kind}")
+
+
 # the grid summaries logged per dataset x metric (``<ds>/<metric>/<summary>``) and offered as objectives
 SUMMARIES = ("grid_mean", "sublayer_mean", "lowdim_mean", "full", "worst_cell")
 
@@ -145,17 +169,6 @@ def _check_sqlite(path: Path) -> None:
         raise M2DError(f"tracking uri: {path} is not a SQLite database ({err})") from None
 
 
-def check_storage(path: Path, flag: str = "--storage-path") -> None:
-    """``path`` can be created (or is a writable folder), checked without creating anything."""
-    probe = Path(path)
-    while not probe.exists():
-        probe = probe.parent
-    if not probe.is_dir():
-        raise M2DError(f"{flag}: {path} cannot be created: {probe} is a file, not a folder")
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise M2DError(f"{flag}: {probe} is not writable")
-
-
 def client(uri: str) -> "MlflowClient":
     """A client with short HTTP timeouts and few retries, so a server that dies mid-sweep does not hang trials, and no
     progress bar per downloaded artifact (a sweep's summary fetches every trial's grid)."""
@@ -214,6 +227,12 @@ def data_checksums(cfg: "Config") -> dict[str, str]:
     from .data.sources import checksums
 
     return {f"{Tag.DATA}{path}": digest for path, digest in checksums(cfg).items()}
+
+
+# -- runs ------------------------------------------------------------------------------------------------
+def children(mlf: "MlflowClient", experiment_id: str, parent_id: str) -> list:
+    """The runs under a parent (a sweep's trials), for readers; their lifecycle is :mod:`.sweep.runs`'s."""
+    return mlf.search_runs([experiment_id], filter_string=f"tags.`{Tag.PARENT}` = '{parent_id}'", max_results=10000)
 
 
 # -- logging ---------------------------------------------------------------------------------------------
@@ -287,7 +306,7 @@ def grid_uploads(out_dir: Path, grid: "GridResult", step: int) -> list[Upload]:
             image = stage / "images" / f"{png.stem}_step{step:06d}.png"  # its own file: the next step overwrites png
             image.parent.mkdir(exist_ok=True)
             image.write_bytes(png.read_bytes())
-            uploads += [Upload(png, "heatmaps"), Upload(image, key=mlflow_key(f"heatmap/{ds}/{metric}"), step=step)]
+            uploads += [Upload(png, "heatmaps"), Upload(image, key=Key.heatmap(ds, metric), step=step)]
     return uploads
 
 

@@ -1,25 +1,5 @@
-"""The one 2D Matryoshka loss. Every method (full, MRL, 2DMSE V1/V2, Starbucks, separate) is a config of it.
-
-.. math::
-
-    \\mathcal{L} = \\lambda_{last} \\sum_{d \\in D_L} v_d\\, \\ell(E_L[:d])
-      + \\frac{\\lambda_{prior}}{|S|} \\sum_{l \\in S} w(l) \\Big[ \\sum_{d \\in D_l} v_d\\, \\ell(E_l[:d])
-      + \\alpha\\, \\mathrm{Align}(E_l[:k], \\mathrm{PCA}_k(E_l)) \\Big]
-      + \\alpha\\, \\lambda_{last}\\, \\mathrm{Align}(E_L[:k], \\mathrm{PCA}_k(E_L))
-      + \\beta \\sum_{l \\in S} T\\, \\mathrm{KL}(E_L / T \\,\\|\\, E_l / T)
-      + \\gamma \\sum_{(l, d)} w_{l,d}\\, \\mathrm{ScoreAlign}(s_{l,d}, \\mathrm{sg}(s_{t(l),H}))
-
-with E_l the pooled embedding of layer l, S the prior layers drawn this step, D_l the dims drawn for
-layer l, w the layer weighting, v_d the dim weights, l the task loss (MNRL / dot-product CE / CoSENT / AnglE) and t(l) the
-score-alignment target (l itself or L). With ``fixed_documents`` the document columns of every cell come
-from layer L (queries from l).
-The draws use the loss's own ``random.Random`` in the order sentence-transformers'
-``Matryoshka2dLoss`` uses (last-layer dims, then layers, then each layer's dims), so with the same seed
-the same cells are drawn; its state is checkpointed with the trainer.
-
-References: 2DMSE (Li et al. 2024, arXiv 2402.14776), ESE (arXiv 2402.14776v2), Matryoshka
-Representation Learning (Kusupati et al. 2022), Starbucks (Zhuang et al. 2024, arXiv 2410.13230),
-2D Matryoshka Training for IR (arXiv 2411.17299).
+"""The one 2D Matryoshka loss (:class:`Matryoshka2DLoss`). Every method (full, MRL, 2DMSE V1/V2, Starbucks,
+separate) is a config of it; its docstring is the one place the formula is written down.
 """
 
 from __future__ import annotations
@@ -50,7 +30,40 @@ class StepPlan:
 
 
 class Matryoshka2DLoss(nn.Module):
-    """Combines a task loss over (layer, dim) cells with optional KL, ESE-PCA and score alignment terms."""
+    """A task loss over (layer, dim) cells with optional KL, ESE-PCA and score alignment terms.
+
+    .. math::
+
+        \\mathcal{L} = \\lambda_{last} \\sum_{d \\in D_L} v_d\\, \\ell(E_L[:d])
+          + \\frac{\\lambda_{prior}}{|S|} \\sum_{l \\in S} w(l) \\Big[ \\sum_{d \\in D_l} v_d\\, \\ell(E_l[:d])
+          + \\alpha\\, \\mathrm{Align}(E_l[:k], \\mathrm{PCA}_k(E_l)) \\Big]
+          + \\alpha\\, \\lambda_{last}\\, \\mathrm{Align}(E_L[:k], \\mathrm{PCA}_k(E_L))
+          + \\beta \\sum_{l \\in S} T\\, \\mathrm{KL}(E_L / T \\,\\|\\, E_l / T)
+          + \\gamma \\sum_{(l, d)} w_{l,d}\\, \\mathrm{ScoreAlign}(s_{l,d}, \\mathrm{sg}(s_{t(l),H}))
+
+    with E_l the pooled embedding of layer l, S the prior layers drawn this step, D_l the dims drawn for
+    layer l, w the layer weighting, v_d the dim weights, l the task loss (MNRL / dot-product CE / CoSENT / AnglE) and t(l) the
+    score-alignment target (l itself or L). With ``fixed_documents`` the document columns of every cell come
+    from layer L (queries from l).
+    The draws use the loss's own ``random.Random`` in the order sentence-transformers'
+    ``Matryoshka2dLoss`` uses (last-layer dims, then layers, then each layer's dims), so with the same seed
+    the same cells are drawn; its state is checkpointed with the trainer.
+
+    References: 2DMSE (Li et al. 2024, arXiv 2402.14776), ESE (arXiv 2402.14776v2), Matryoshka
+    Representation Learning (Kusupati et al. 2022), Starbucks (Zhuang et al. 2024, arXiv 2410.13230),
+    2D Matryoshka Training for IR (arXiv 2411.17299).
+
+    Inputs (``forward(layer_embeddings, labels, plan)``, ``plan`` from :meth:`plan`):
+        +--------------------------------------------------------------+-----------------------------------------+
+        | layer_embeddings                                             | labels                                  |
+        +==============================================================+=========================================+
+        | ``{l: [anchor, positive, *negatives]}``: pooled [B, H] each  | none (MNRL, dot-product CE)             |
+        +--------------------------------------------------------------+-----------------------------------------+
+        | ``{l: [sentence1, sentence2]}``: pooled [B, H] each          | similarity scores [B] (CoSENT, AnglE)   |
+        +--------------------------------------------------------------+-----------------------------------------+
+
+    Returns ``(loss, parts)``: the scalar loss and each term's value by name (logged as ``loss/<name>``).
+    """
 
     def __init__(self, method: ResolvedMethod, seed: int = 0):
         super().__init__()

@@ -17,9 +17,9 @@ import numpy as np
 import yaml
 
 from .. import storage
-from .bootstrap import Component, replicates
 from ..errors import M2DError
 from ..evaluate.grid import STS_AVG, GridResult, Row as GridRow
+from .bootstrap import Component, replicates
 from .spec import EXPECTED_DIR, Row, Study, expand_rows, load_study
 
 VERDICTS = ("holds", "does not hold", "inconclusive")
@@ -348,8 +348,8 @@ def measured(study: Study, rows: list[Row], trials) -> dict:
 
 
 def write_expected(run_dir: Path, args) -> int:
-    from .spec import row_config
     from ..tracking import Tag, data_checksums
+    from .spec import row_config
 
     study, rows, d = study_of(run_dir)
     trials = collect(run_dir)

@@ -106,8 +106,8 @@ def model_name(base: dict) -> str:
     name = (base.get("model") or {}).get("name", "minilm-l6")
     if name != TINY:
         return name
-    from ..testing import make_tiny_bert
     from ..config import m2d_home
+    from ..testing import make_tiny_bert
 
     path = m2d_home() / "models" / "tiny-bert-4x96"
     if not (path / "config.json").is_file():

@@ -17,8 +17,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from .. import storage
-from .. import presets, tracking
+from .. import presets, storage, tracking
 from ..cluster import local_resources, refuse_unschedulable, start_or_join, wait_for_resources, will_start_local
 from ..config import compose, compose_layers, load_overlay, m2d_home
 from ..errors import M2DError, OneLineParser
@@ -164,8 +163,8 @@ class Sweep:
         return compose_layers(overlays=overlays, data_dir=explicit_data_dir(a.data_dir), sets=a.sets)
 
     def _check(self):
-        from ..train.mining import premine
         from ..resolve import check_run
+        from ..train.mining import premine
         from .space import load_space
         from .trial import choose_backend
 
@@ -193,7 +192,7 @@ class Sweep:
         a = self.args
         uri = tracking.resolve_tracking_uri(a.tracking_uri)
         tracking.check_tracking(uri)  # first: a dead server is reported within seconds
-        tracking.check_storage(self.storage)
+        storage.check_creatable(self.storage, "--storage-path")
         objectives, base, cfg, space, backend = self._check()
         setup = TrialSetup(preset=str(a.preset), base=base, space=space, tracking_uri=uri, workers=a.workers_per_trial,
                            cpus_per_worker=a.cpus_per_worker, gpus_per_trial=a.gpus_per_trial, backend=backend,
@@ -269,7 +268,7 @@ class Sweep:
             fit_started = time.perf_counter()
             results = tuner.fit()
             # the server may be down right now (a restart): wait for it, bounded, rather than lose the summary
-            tracking.retry(tracking.log_metrics, mlf, parent, {"m2d/fit_s": time.perf_counter() - fit_started}, 0,
+            tracking.retry(tracking.log_metrics, mlf, parent, {tracking.Key.FIT_S: time.perf_counter() - fit_started}, 0,
                            what="sweep summary")
             code = tracking.retry(runs.reconcile, mlf, setup.experiment_id, parent, results, objectives,
                                   what="reconciling the MLflow runs")
@@ -296,14 +295,14 @@ class Sweep:
         return code
 
 
-def saved_sweep(parser: argparse.ArgumentParser, args: argparse.Namespace, storage: Path, experiment: str
+def saved_sweep(parser: argparse.ArgumentParser, args: argparse.Namespace, root: Path, experiment: str
                 ) -> tuple[argparse.Namespace, Path, dict]:
     """``--resume [RUN_DIR]``: the saved arguments (with this call's address and tracking URI), run dir and state."""
     if args.resume == "latest":
-        found = sorted((p for p in storage.glob(f"{experiment}-*") if (p / STATE_FILE).is_file()),
+        found = sorted((p for p in root.glob(f"{experiment}-*") if (p / STATE_FILE).is_file()),
                        key=lambda p: (p / STATE_FILE).stat().st_mtime)
         if not found:
-            raise M2DError(f"--resume: no sweep of {experiment} under {storage}")
+            raise M2DError(f"--resume: no sweep of {experiment} under {root}")
         run_dir = found[-1]
     else:
         run_dir = Path(args.resume).expanduser().resolve()

@@ -12,11 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from .. import storage
-from .. import tracking
-from ..tracking import Tag
+from .. import storage, tracking
 from ..errors import M2DError
 from ..evaluate.grid import summarize
+from ..tracking import Key, Tag
 
 
 @dataclass(frozen=True)
@@ -66,7 +65,7 @@ class Reporter:
         summaries = summarize(grid, flat=True) if grid is not None else {}
         final = bool(metrics.get("final"))
         if final:
-            scalars["m2d/loop_s"] = time.perf_counter() - self.started
+            scalars[Key.LOOP_S] = time.perf_counter() - self.started
         if self.rank == 0:
             cells = tracking.cell_metrics(grid) if grid is not None else {}
             self._metrics += tracking.metric_entities({**scalars, **cells, **summaries}, step)
@@ -78,7 +77,7 @@ class Reporter:
                 self._files = [u for u in self._files if u.key is not None or (u.path, u.folder) not in files] + new
             self.flush(wait=final)
             if final and grid is not None:
-                (out / storage.TIMING).write_text(json.dumps({"loop_s": scalars["m2d/loop_s"]}))
+                (out / storage.TIMING).write_text(json.dumps({"loop_s": scalars[Key.LOOP_S]}))
         self.send({"step": step, **scalars, **summaries, "final": final}, checkpoint)
 
     def flush(self, wait: bool = False) -> bool:

@@ -17,10 +17,9 @@ from typing import TYPE_CHECKING
 
 from ray import tune
 
-from .. import storage
-from .. import tracking
-from ..tracking import Tag
+from .. import storage, tracking
 from ..errors import M2DError
+from ..tracking import Tag
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -126,7 +125,7 @@ def log_summary(mlf: "MlflowClient", parent: str, out_dir: Path, baseline: str |
     step = len(entries)
     for ds, metric, kind, path in written["figures"]:
         mlf.log_artifact(parent, str(path), artifact_path="summary")
-        tracking.Upload(path, key=tracking.mlflow_key(f"sweep/{ds}/{metric}/{kind}"), step=step).send(mlf, parent)
+        tracking.Upload(path, key=tracking.Key.sweep_figure(ds, metric, kind), step=step).send(mlf, parent)
     tables = []
     for path in written["tables"]:
         mlf.log_artifact(parent, str(path), artifact_path="summary")
@@ -178,7 +177,7 @@ def reconcile(mlf: "MlflowClient", experiment_id: str, parent: str, results, obj
     best = _best(finished or rows, objectives)
     if len(objectives) == 1 and best:
         value = next(v for t, _, v, _ in rows if t == best[0])[0]
-        tracking.log_metrics(mlf, parent, {f"best/{objectives[0][0]}": value}, 0)
+        tracking.log_metrics(mlf, parent, {tracking.Key.best(objectives[0][0]): value}, 0)
     mlf.set_tag(parent, Tag.BEST_TRIALS if len(objectives) > 1 else Tag.BEST_TRIAL, ",".join(best))
     print(f"\n{'trial':<14} {'status':<6} " + " ".join(f"{m:>28}" for m, _ in objectives) + "  params")
     for trial_id, status, values, cfg in rows:

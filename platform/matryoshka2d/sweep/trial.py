@@ -146,7 +146,7 @@ def run_trial(params: dict, setup: TrialSetup) -> None:
         trial_s = time.perf_counter() - started
         if loop is not None:
             timing.write_text(json.dumps({"loop_s": loop, "trial_s": trial_s}))
-            timings = {"m2d/trial_s": trial_s, "m2d/overhead_s": trial_s - loop}
+            timings = {tracking.Key.TRIAL_S: trial_s, tracking.Key.OVERHEAD_S: trial_s - loop}
             tracking.retry(tracking.log_metrics, mlf, run_id, timings, 0, what=f"trial {trial_id}: timing")
         if status == "FINISHED":
             runs.finish_child(mlf, run_id, trial_id)

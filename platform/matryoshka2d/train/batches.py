@@ -10,6 +10,7 @@ from ..data.sources import TrainData, load_training
 from ..encoder import Encoder
 from ..errors import M2DError
 
+
 def load_train_data(cfg: Config) -> TrainData:
     """The training columns (with mined hard negatives when ``data.hard_negatives``), capped, checked against the batch."""
     if cfg.data.hard_negatives:  # (query, positive, mined negatives...): mined once, cached

@@ -21,6 +21,7 @@ from ..encoder import Encoder
 from ..errors import M2DError
 from ..losses import Matryoshka2DLoss
 
+
 def save_checkpoint(path: Path, step: int, encoder: Encoder, opt, sched, loss: Matryoshka2DLoss,
                     history: list[dict] | None = None) -> Path:
     tmp = path.with_name(path.name + ".tmp")

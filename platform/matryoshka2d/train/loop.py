@@ -175,7 +175,6 @@ def prepare(cfg: Config, out: Path, hooks: Hooks) -> Session:
     if hooks.rank == 0:
         check_resume(out, cfg, [c for c in candidates if c.parent == ckpt_dir] or candidates)
     run = resolve(cfg)  # method, evaluated cells, max length: before training, not after it
-    out.mkdir(parents=True, exist_ok=True)
     seed_everything(cfg.train.seed)
     encoder = load_encoder(cfg.model.name, pooling=cfg.model.pooling, max_length=cfg.model.max_length,
                            device=hooks.device)
@@ -184,6 +183,7 @@ def prepare(cfg: Config, out: Path, hooks: Hooks) -> Session:
     loss_fn = Matryoshka2DLoss(run.method, seed=cfg.train.seed)
     data = load_train_data(cfg)
     eval_sets = load_eval_sets(cfg) if hooks.rank == 0 else []
+    out.mkdir(parents=True, exist_ok=True)  # only now: a refused run (data, batch size) leaves no folder behind
 
     encoder.model = hooks.wrap_model(encoder.model)
     opt, sched = build_optimizer(encoder.model, cfg)

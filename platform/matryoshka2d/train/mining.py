@@ -21,9 +21,9 @@ from ..errors import M2DError
 
 def mined_path(cfg: Config) -> tuple[Path, dict]:
     """Where the negatives of ``cfg`` are cached, and the description that names them."""
+    from ..config import m2d_home
     from ..data import file_checksums, training_source
     from ..encoder import resolve_model_path
-    from ..config import m2d_home
 
     _, name, split = training_source(cfg)  # refuses hard negatives of a set that is not retrieval
     model_path = resolve_model_path(cfg.model.name)
