@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -82,7 +83,8 @@ def test_compare_bad_baseline_and_source_are_one_line(runs, tmp_path, capsys):
 def test_pick_returns_the_best_cell_within_budget_and_a_true_frontier(runs, capsys):
     run = runs["run0"]
     latency = json.loads((run / "latency.json").read_text())
-    assert latency["hardware"]["processor"] and set(latency["ms_per_batch"]) == {"1", "2", "3"}
+    assert latency["hardware"]["processor"] and set(latency["ms_per_batch"]) == {"0", "1", "2", "3"}
+    assert latency["num_layers"] == 3 and latency["model"].endswith("bert0")
     assert all(set(by) == {"1", "128"} and all(v > 0 for v in by.values()) for by in latency["ms_per_batch"].values())
     ms = {int(l): by["1"] for l, by in latency["ms_per_batch"].items()}
     size = {"ndcg@10": 4, "ndcg@10/int8": 1, "ndcg@10/binary": 1 / 8}
@@ -116,3 +118,108 @@ def test_pick_bad_input_is_one_line(runs, tmp_path, capsys):
     assert main(["pick", str(bare)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "m2d eval --latency" in err[0]
+
+
+# -- nothing lost, nothing faked: bad files and mismatched inputs are refused in one line ------------------------------
+def one_line(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("m2d: error: "), err
+    return err[0]
+
+
+def test_a_grid_cut_mid_row_is_refused_not_read_short(runs, tmp_path, capsys):
+    """A grid.csv whose last write died mid-row was read as a wrong value with the rows after it dropped, exit 0."""
+    text = (runs["run0"] / "grid.csv").read_text()
+    cut = tmp_path / "cut"
+    cut.mkdir()
+    (cut / "grid.csv").write_text(text[: len(text) // 2])
+    lines = len(text[: len(text) // 2].splitlines())
+    for argv in (["compare", str(runs["run0"]), str(cut), "--out", str(tmp_path / "cmp")],
+                 ["pick", str(cut), "--latency", str(runs["run0"] / "latency.json"), "--out", str(tmp_path / "pk")]):
+        assert main(argv) == 2
+        assert f"grid.csv line {lines} is cut short" in one_line(capsys)
+    assert not (tmp_path / "cmp").exists() and not (tmp_path / "pk").exists()
+
+
+def test_grid_reader_is_strict_and_round_trips(runs, tmp_path):
+    from matryoshka2d.errors import M2DError
+    from matryoshka2d.evaluate.grid import CSV_HEADER, GridResult
+
+    grid = GridResult.from_csv(runs["run0"] / "grid.csv")
+    again = GridResult.from_csv(grid.to_csv(tmp_path / "again.csv"))
+    assert again.rows == grid.rows and again.layers == [1, 2, 3] and again.dims == DIMS
+    header = ",".join(CSV_HEADER) + "\n"
+    (tmp_path / "nan.csv").write_text(header + "a,test,m,0,8,nan\n")
+    assert math.isnan(GridResult.from_csv(tmp_path / "nan.csv").cell("a", "m", 0, 8))
+    for text, needle in [(header, "no rows"), (header + "a,test,m,1,8,0.5", "line 2 is cut short"),
+                         (header + "a,test,m,1,8,0.5,7\n", "line 2: expected 6 columns"),
+                         (header + "a,test,m,one,8,0.5\n", "line 2: layer 'one'"),
+                         (header + "a,test,m,1,8,x\n", "line 2: value 'x'")]:
+        (tmp_path / "bad.csv").write_text(text)
+        with pytest.raises(M2DError, match=re.escape(needle)):
+            GridResult.from_csv(tmp_path / "bad.csv")
+
+
+def test_pick_prices_the_layer_0_grid_that_eval_wrote(beir_dir, tmp_path, capsys):
+    """m2d eval --layers 0,... --latency measures layer 0 (the embedding output) too: pick prices every cell."""
+    model = make_tiny_bert(tmp_path / "bert", num_layers=2, hidden_size=32)
+    run = tmp_path / "run"
+    assert main(["eval", "--model", str(model), "--data", str(beir_dir), "--layers", "0,1,2", "--dims", "8,32",
+                 "--latency", "--out", str(run)]) == 0
+    latency = json.loads((run / "latency.json").read_text())
+    assert set(latency["ms_per_batch"]) == {"0", "1", "2"} and latency["num_layers"] == 2
+    assert all(ms > 0 for by in latency["ms_per_batch"].values() for ms in by.values())
+    capsys.readouterr()
+    assert main(["pick", str(run), "--metric", "mini/ndcg@10", "--out", str(tmp_path / "pick")]) == 0
+    with (tmp_path / "pick" / "frontier.csv").open() as fh:
+        assert all(float(r["latency_ms"]) > 0 for r in csv.DictReader(fh))
+    assert "frontier" in capsys.readouterr().out
+
+
+def test_pick_refuses_another_models_latency(runs, tmp_path, capsys):
+    """A latency.json of a model with another layer count, or without a layer of the grid, never prices the grid;
+    the same architecture's (run1's) does."""
+    latency = json.loads((runs["run0"] / "latency.json").read_text())
+    six = tmp_path / "six.json"
+    six.write_text(json.dumps({**latency, "num_layers": 6, "model": "/m/six",
+                               "ms_per_batch": {str(l): latency["ms_per_batch"]["1"] for l in range(7)}}))
+    no_top = tmp_path / "no_top.json"
+    no_top.write_text(json.dumps({**latency, "num_layers": None,
+                                  "ms_per_batch": {k: v for k, v in latency["ms_per_batch"].items() if k != "3"}}))
+    out = tmp_path / "pick"
+    assert main(["pick", str(runs["run0"]), "--latency", str(six), "--out", str(out)]) == 2
+    assert "is of a 6-layer model (/m/six), the grid is of a 3-layer model" in one_line(capsys)
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    (bare / "grid.csv").write_text((runs["run0"] / "grid.csv").read_text())
+    assert main(["pick", str(bare), "--latency", str(no_top), "--out", str(out)]) == 2
+    assert "has no layer 3 of the grid" in one_line(capsys)
+    assert not out.exists()
+    assert main(["pick", str(runs["run0"]), "--latency", str(runs["run1"] / "latency.json"), "--out", str(out)]) == 0
+    assert (out / "frontier.csv").is_file()
+
+
+def test_compare_refuses_runs_without_shared_cells_and_all_nan_runs(runs, tmp_path, capsys):
+    header = "dataset,split,metric,layer,dim,value\n"
+    for name, rows, needle in [("nan", "mini,test,ndcg@10,1,8,nan\n", "every value of its grid is NaN"),
+                               ("other", "nli,test,spearman,1,8,0.5\n", "share no dataset/metric"),
+                               ("apart", "mini,test,ndcg@10,9,8,0.5\n", "share no (layer, dim) cell")]:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "grid.csv").write_text(header + rows)
+        assert main(["compare", str(runs["run0"]), str(tmp_path / name), "--out", str(tmp_path / "cmp")]) == 2
+        assert needle in one_line(capsys) and not (tmp_path / "cmp").exists()
+
+
+def test_run_id_lookups_never_create_or_change_a_store(runs, tmp_path, capsys):
+    import sqlite3
+
+    missing = tmp_path / "none" / "mlflow.db"
+    assert main(["compare", "0" * 32, "--tracking-uri", f"sqlite:///{missing}", "--out", str(tmp_path / "o")]) == 2
+    assert "holds no MLflow store" in one_line(capsys) and not missing.parent.exists()
+    other = tmp_path / "other.db"
+    with sqlite3.connect(other) as con:
+        con.execute("CREATE TABLE notes (text TEXT)")
+    con.close()
+    before = other.read_bytes()
+    assert main(["pick", "0" * 32, "--tracking-uri", f"sqlite:///{other}"]) == 2
+    assert "other.db holds no MLflow store" in one_line(capsys) and other.read_bytes() == before

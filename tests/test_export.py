@@ -117,3 +117,46 @@ def test_export_refuses_foreign_folders(tiny_dir, tmp_path, capsys):
     assert main(["export", str(cell), "--layer", "1", "--dim", "4", "--out", str(tmp_path / "again"),
                  "--bench", "0"]) == 2
     assert "Dense" in capsys.readouterr().err
+
+
+def test_export_force_replaces_only_what_the_export_wrote(tiny_dir, tmp_path, capsys):
+    """--force deleted the previous export folder whole, a user's files with it; now it replaces only the files the
+    previous export.json lists, and refuses where a file it would write is the user's."""
+    out = tmp_path / "cell"
+    args = ["export", str(tiny_dir), "--out", str(out), "--bench", "0"]
+    assert main(args + ["--layer", "2", "--dim", "8"]) == 0
+    first = json.loads((out / "export.json").read_text())["files"]
+    assert "export.json" in first and "2_Dense/model.safetensors" in first
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()) == first
+    (out / "notes.txt").write_text("keep me")
+    (out / "2_Dense" / "mine.txt").write_text("mine too")
+    assert main(args + ["--layer", "3", "--dim", "32", "--force"]) == 0
+    report = json.loads((out / "export.json").read_text())
+    assert report["layer"] == 3 and report["modules"] == ["Transformer", "Pooling", "Normalize"]
+    assert (out / "notes.txt").read_text() == "keep me" and (out / "2_Dense" / "mine.txt").read_text() == "mine too"
+    assert not (out / "2_Dense" / "model.safetensors").exists() and not (out / "3_Normalize").exists()
+    assert report["size_bytes"] == sum((out / f).stat().st_size for f in report["files"] if f != "export.json")
+    # a file the export would write that the previous export did not: the user's, refused before anything changes
+    listed = {**report, "files": [f for f in report["files"] if f != "config_sentence_transformers.json"]}
+    (out / "export.json").write_text(json.dumps(listed))
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    capsys.readouterr()
+    assert main(args + ["--layer", "1", "--dim", "8", "--force"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "config_sentence_transformers.json is not from the previous export" in err, err
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    assert not [p for p in [*tmp_path.iterdir(), *out.iterdir()] if ".m2d-export-" in p.name]  # no staging left
+
+
+def test_export_out_under_a_file_fails_before_the_weights_load(tiny_dir, tmp_path, capsys, monkeypatch):
+    import matryoshka2d.encoder
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("the weights loaded before --out was checked")
+
+    monkeypatch.setattr(matryoshka2d.encoder, "load_encoder", no_loading)
+    (tmp_path / "file.txt").write_text("x")
+    assert main(["export", str(tiny_dir), "--layer", "1", "--dim", "8", "--bench", "0",
+                 "--out", str(tmp_path / "file.txt" / "cell")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--out:" in err and "file.txt is a file" in err, err

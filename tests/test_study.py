@@ -178,16 +178,146 @@ def test_bad_study_file_is_one_line(tmp_path, capsys):
 
 
 def test_gpu_scale_dry_run_resolves_every_row(tmp_path, monkeypatch, capsys):
-    """The gpu scale names bert-base-uncased (not offline here): with the model swapped, every row resolves."""
+    """The gpu scale names bert-base-uncased (not offline here): with the model swapped, every row resolves. The sts
+    gpu scale trains on AllNLI, absent here: the dry run refuses it as the run would, naming data.train."""
     from matryoshka2d.sweep.reproduce import main
     from matryoshka2d.testing import make_tiny_bert
 
     monkeypatch.setenv("M2D_HOME", str(tmp_path))
     model = make_tiny_bert(tmp_path / "bert", num_layers=12, hidden_size=192, num_heads=4, intermediate_size=64)
-    for study in ("sts", "retrieval"):
-        assert main(["--study", study, "--scale", "gpu", "--dry-run", "--set", f"model.name={model}"]) == 0
+    gpu = ["--scale", "gpu", "--dry-run", "--set", f"model.name={model}"]
+    assert main(["--study", "sts", *gpu]) == 2
+    assert "row full: data.train: unknown dataset 'all-nli-triplets.tsv.gz'" in capsys.readouterr().err
+    assert main(["--study", "sts", *gpu, "--set", "data.train=snli"]) == 0
+    assert main(["--study", "retrieval", *gpu]) == 0
     out = capsys.readouterr().out
     assert "separate@11" in out and "separate@6x32" in out and "steps 4400 batch 128" in out
+
+
+def test_smoke_dry_run_notes_claims_a_small_model_cannot_check(tmp_path, monkeypatch, capsys):
+    """tiny-bert has no dim >= 128: C5 will be 'not run' at smoke scale, said up front, not refused (CI runs it)."""
+    from matryoshka2d.sweep.reproduce import main
+
+    monkeypatch.setenv("M2D_HOME", str(tmp_path))
+    assert main(["--study", "sts", "--scale", "smoke", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "note: claim C5: no cell of 'sublayer_dims>=128' is shared by rows v2-fulldim and v2" in out
+
+
+# -- finished runs: --analyse, --write-expected, --check (fake runs of the catalogue's study "mini") --------------
+@pytest.fixture(scope="module")
+def mini(tmp_path_factory):
+    """The catalogue's valid study on a 6 x 32 BERT, and a complete fake run of it."""
+    from catalogue_study import dump, fake_run, mini_study
+    from matryoshka2d.testing import make_tiny_bert
+
+    root = tmp_path_factory.mktemp("mini")
+    model = make_tiny_bert(root / "bert6", num_layers=6, hidden_size=32)
+    study = dump(root / "mini.yaml", mini_study(str(model)))
+    return {"root": root, "study": study, "run": fake_run(root / "run", study)}
+
+
+def _reproduce(*args) -> int:
+    from matryoshka2d.sweep.reproduce import main
+
+    return main([str(a) for a in args])
+
+
+def _one_error(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("reproduce: error: "), err
+    return err[0]
+
+
+def _cells(path, group: str) -> dict:
+    import yaml
+
+    return yaml.safe_load(path.read_text())["smoke"]["cells"].get(group)
+
+
+def test_catalogue_fixtures_are_valid(mini, capsys, data_dir):
+    """The catalogue's broken studies and runs are each one change to these: the valid ones pass every check."""
+    from catalogue_study import dump, expected_entry
+
+    assert _reproduce("--study", mini["study"], "--scale", "smoke", "--data-dir", data_dir, "--dry-run") == 0
+    assert "every check of the run passed" in capsys.readouterr().out
+    good = dump(mini["root"] / "good.yaml", {"smoke": expected_entry()})
+    assert _reproduce("--check", mini["run"], "--expected", good) == 0
+    assert "all 28 cells within +-0.005" in capsys.readouterr().out
+
+
+def test_write_expected_merges_by_row_and_check_needs_every_row(mini, tmp_path, capsys):
+    """A --rows run replaces its rows of the entry and keeps the others; --check of that run then names the rows it
+    lacks (exit 1); --replace-entry records a run alone."""
+    from catalogue_study import fake_run
+
+    expected = tmp_path / "mini.yaml"
+    assert _reproduce("--write-expected", mini["run"], "--expected", expected) == 0
+    assert "recorded rows full, v2, separate of mini (smoke)" in capsys.readouterr().out
+    before = _cells(expected, "separate")
+    part = fake_run(tmp_path / "part", mini["study"], labels=("full", "v2"), shift=0.5)
+    assert _reproduce("--write-expected", part, "--expected", expected) == 0
+    assert "kept rows separate" in capsys.readouterr().out
+    assert _cells(expected, "separate") == before  # not dropped
+    assert _cells(expected, "full")["stsb/spearman"]["L1"] == [0.608, 0.632]  # 0.1 + 0.008 + 0.5: this run's
+    import yaml
+
+    entry = yaml.safe_load(expected.read_text())["smoke"]
+    assert set(entry["config_hash"]) == {"full", "v2", "separate@1", "separate@2"}
+    assert _reproduce("--check", part, "--expected", expected) == 1
+    out = capsys.readouterr().out
+    assert "the run lacks rows separate of mini.yaml (smoke)" in out and "within" not in out
+    assert _reproduce("--check", mini["run"], "--expected", expected) == 1  # full and v2 moved by 0.5
+    assert "full stsb/spearman L1 d8: expected 0.6080, got 0.1080" in capsys.readouterr().out
+    assert _reproduce("--write-expected", part, "--expected", expected, "--replace-entry") == 0
+    assert _cells(expected, "separate") is None and _reproduce("--check", part, "--expected", expected) == 0
+    assert "all 24 cells within" in capsys.readouterr().out
+
+
+def test_write_expected_refuses_incomplete_or_empty_runs(mini, tmp_path, capsys):
+    """A run with a lost trial, or no finished trial at all, is never recorded; the file stays as it was."""
+    import shutil
+
+    from catalogue_study import fake_run
+
+    expected = tmp_path / "mini.yaml"
+    assert _reproduce("--write-expected", mini["run"], "--expected", expected) == 0
+    capsys.readouterr()
+    text = expected.read_text()
+    lost = fake_run(tmp_path / "lost", mini["study"], shift=0.5)
+    shutil.rmtree(sorted((lost / "trials").iterdir())[0])
+    empty = fake_run(tmp_path / "empty", mini["study"])
+    for trial in (empty / "trials").iterdir():
+        (trial / "grid.csv").unlink()
+    for run, needle in ((lost, "3 of 4 trials finished (missing: full (0 of 1))"), (empty, "0 of 4 trials finished")):
+        for flag in ("--write-expected", "--replace-entry"):
+            extra = ["--replace-entry"] if flag == "--replace-entry" else []
+            assert _reproduce("--write-expected", run, "--expected", expected, *extra) == 2
+            assert needle in _one_error(capsys)
+            assert expected.read_text() == text
+        assert _reproduce("--analyse", run) == 2  # as the run itself: no tables from part of a study
+        assert "no tables from part of a study" in _one_error(capsys)
+        assert not (run / "tables").exists()
+
+
+def test_check_refuses_an_empty_entry(mini, tmp_path, capsys):
+    """An entry without a cell would pass any run ("all 0 cells within"): --check refuses it in one line."""
+    from catalogue_study import dump, expected_entry
+
+    empty = dump(tmp_path / "empty.yaml", {"smoke": {**expected_entry(), "dims": [], "cells": {}}})
+    assert _reproduce("--check", mini["run"], "--expected", empty) == 2
+    assert "the smoke entry of" in _one_error(capsys)
+
+
+def test_analyse_writes_tables_and_claims_of_a_complete_run(mini, tmp_path, capsys):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(mini["run"], run)
+    assert _reproduce("--analyse", run, "--bootstrap", "100") == 0
+    claims = json.loads((run / "tables" / "claims.json").read_text())
+    assert [c["id"] for c in claims] == ["C1"] and claims[0]["verdict"] in ("holds", "does not hold", "inconclusive")
+    assert (run / "tables" / "stsb_spearman.csv").read_text().count("\n") == 1 + 12 + 12 + 4
 
 
 # -- per-item evaluation, fixed documents --------------------------------------------------------------------

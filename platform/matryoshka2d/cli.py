@@ -204,7 +204,8 @@ def _add_export(sub) -> None:
     p.add_argument("--dim", type=int, required=True, help="embedding dims to keep, 1..H")
     p.add_argument("--out", required=True, help="a new or empty folder")
     p.add_argument("--force", action="store_true",
-                   help="replace a previous export in --out (a folder with export.json); other folders are never deleted")
+                   help="replace a previous export in --out: only the files its export.json lists are replaced, any "
+                        "other file there is kept")
     p.add_argument("--bench", type=int, default=256, metavar="N",
                    help="time encoding N STS-B test sentences, export vs full model (default 256; 0 skips)")
     p.add_argument("--data-dir", default=None, help="data root for --bench (default: $M2D_DATA_DIR or ./data)")
@@ -243,7 +244,7 @@ def _cmd_compare_trials(args: argparse.Namespace) -> int:
     for trial in args.trials:
         r = paired_difference(Path(trial), Path(args.baseline), args.metric, args.cells, args.bootstrap)
         params = Path(trial) / storage.PARAMS
-        rows.append((trial, r, json.loads(params.read_text()) if params.is_file() else {}))
+        rows.append((trial, r, storage.read_json(params, storage.PARAMS) if params.is_file() else {}))
     print(f"{'trial':<14} {'mean':>8} {'margin':>8}  95% CI              params")
     for trial, r, labels in rows:
         print(f"{Path(trial).name:<14} {r['a_mean']:8.4f} {r['margin']:+8.4f}  [{r['ci'][0]:+.4f}, {r['ci'][1]:+.4f}]"
@@ -274,7 +275,7 @@ def _add_compare(sub) -> None:
 def _cmd_compare(args: argparse.Namespace) -> int:
     from .choose import compare
 
-    out = _make_out_dir(args.out)
+    out = storage.check_creatable(args.out, "--out")  # created by compare.write once every run passed its checks
     entries, base, written = compare.run(args.sources, out, args.baseline, args.tracking_uri)
     for ds, metric, rows in written["leaderboards"]:
         print(compare.format_leaderboard(rows, f"{ds} {metric} (baseline {entries[base].label})") + "\n")
@@ -297,9 +298,10 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
     from .choose import compare, page
 
-    out = Path(args.out)
+    out = Path(args.out).expanduser()
     if out.is_dir() or out.suffix.lower() not in (".html", ".htm"):
         raise M2DError(f"--out: {out} must be an .html file path")
+    storage.check_creatable(out.parent if out.is_file() else out, "--out")  # before any work; the page is written last
     first = Path(args.sources[0]).expanduser()
     if len(args.sources) == 1 and ((first / storage.REPORT).is_file() or (first / storage.TABLES / storage.REPORT).is_file()):
         text = page.study_page(first)
@@ -348,13 +350,12 @@ def _cmd_pick(args: argparse.Namespace) -> int:
     for flag, value in (("--max-latency-ms", args.max_latency_ms), ("--max-bytes", args.max_bytes)):
         if value is not None and not value > 0:
             raise M2DError(f"{flag}: must be a positive number, got {value:g}")
-    entry = compare.load([args.source], args.tracking_uri, Path(tempfile.mkdtemp(prefix="m2d-pick-")))[0]
+    entry = compare.load([args.source], args.tracking_uri)[0]
     home = Path(entry.source) if entry.run_id is None else None
     grid = entry.grid
-    metric = args.metric or f"{grid.datasets()[0]}/{grid.metrics(grid.datasets()[0])[0]}"
-    out = _make_out_dir(args.out) if args.out else (home if home else Path(tempfile.mkdtemp(prefix="m2d-pick-")))
-    latency_path = _latency_file(args.latency, home, out)
-    latency = pick.load_latency(latency_path)
+    metric = pick.check_metric(grid, args.metric)
+    out = storage.check_creatable(args.out, "--out") if args.out else home  # created only to write into it
+    latency_path, latency = _latency_file(args.latency, home, out, grid, args.batch)
     candidates = pick.cells(grid, metric, latency, args.batch)
     front = pick.frontier(candidates)
     chosen = pick.best(candidates, args.max_latency_ms, args.max_bytes)
@@ -369,13 +370,14 @@ def _cmd_pick(args: argparse.Namespace) -> int:
     else:
         print(f"best within {budget}:\n" + pick.format_cells([chosen], metric))
     print(f"\nPareto frontier ({len(front)} of {len(candidates)} cells):\n" + pick.format_cells(front, metric))
+    out = _make_out_dir(str(out)) if out else Path(tempfile.mkdtemp(prefix="m2d-pick-"))
     png = pick.plot_frontier(candidates, front, chosen, metric, where, (args.max_latency_ms, args.max_bytes),
                              out / "frontier.png")
     csv_path = pick.write_csv(front, out / "frontier.csv")
     if entry.run_id:
         from . import tracking
 
-        mlf = tracking.client(tracking.resolve_tracking_uri(args.tracking_uri))
+        mlf = tracking.read_only_client(args.tracking_uri)  # the store exists: the run was read from it
         for path in (png, csv_path, latency_path):
             mlf.log_artifact(entry.run_id, str(path), artifact_path="pick")
         print(f"pick: frontier logged to MLflow run {entry.run_id} (pick/)")
@@ -383,24 +385,54 @@ def _cmd_pick(args: argparse.Namespace) -> int:
     return 0 if chosen is not None else 1
 
 
-def _latency_file(given: str | None, home: Path | None, out: Path) -> Path:
-    """latency.json as given, found beside the grid, or measured now (into ``out``) for a given model dir or the run's
-    ``model/``."""
-    from .choose.export import bench_texts
-    from .choose.pick import measure_latency
-    from .encoder import load_encoder
+def _latency_file(given: str | None, home: Path | None, out: Path | None, grid, batch: int) -> tuple[Path, dict]:
+    """The latency that prices ``grid`` and its file: ``--latency`` (a latency.json or a model dir), else the
+    latency.json beside the grid, else the run's ``model/``; a model is measured now, once checked against the grid
+    (before it loads). Another model's latency is refused (:func:`choose.pick.check_latency`)."""
+    from .choose import pick
+    from .resolve import model_shape
 
-    candidates = [Path(given).expanduser()] if given else ([home / storage.LATENCY, home / storage.MODEL] if home else [])
+    source = _latency_source(given, home)
+    layers = pick.grid_model_layers(home, source)  # the grid's model's layer count, where its folder says
+    if source.is_dir():
+        shape = model_shape(str(source))
+        pick.check_layers(source, shape.num_layers, range(shape.num_layers + 1), grid.layers, layers)
+        source = _measure_latency(source, out, batch)
+    latency = pick.load_latency(source)
+    pick.check_latency(latency, source, grid.layers, layers)
+    return source, latency
+
+
+def _latency_source(given: str | None, home: Path | None) -> Path:
+    candidates = [Path(given).expanduser()] if given else [home / storage.LATENCY, home / storage.MODEL] if home else []
     for path in candidates:
-        if path.is_file():
+        if path.is_file() or (path.is_dir() and (path / "config.json").is_file()):
             return path
-        if path.is_dir() and (path / "config.json").is_file():
-            print(f"pick: measuring query latency of {path} (batch 1 and 128, every layer)")
-            target = out / storage.LATENCY
-            target.write_text(json.dumps(measure_latency(load_encoder(str(path)), bench_texts(512)), indent=2) + "\n")
-            return target
+    if given:
+        raise M2DError(f"--latency: {given} is neither a latency.json nor a model folder (with config.json)")
     raise M2DError("--latency: no latency.json beside the grid and no model to measure; run m2d eval --latency, or "
                    "pass --latency latency.json|MODEL_DIR")
+
+
+def _measure_latency(model: Path, out: Path | None, batch: int) -> Path:
+    """Measure ``model`` now into ``out``/latency.json (else a temporary folder); the speed sample's files and
+    ``--batch`` are checked before it loads, and ``out`` is created only to write the measurement."""
+    import tempfile
+
+    from . import data
+    from .choose.export import bench_texts
+    from .choose.pick import BATCH_SIZES, measure_latency
+    from .encoder import load_encoder
+
+    if batch not in BATCH_SIZES:
+        raise M2DError(f"--batch: {batch} would not be measured; allowed {', '.join(map(str, BATCH_SIZES))}")
+    data.check_files("--latency", "stsb", "test", None)  # the texts it times
+    _quiet_transformers()
+    print(f"pick: measuring query latency of {model} (batch {' and '.join(map(str, BATCH_SIZES))}, every layer)")
+    latency = measure_latency(load_encoder(str(model)), bench_texts(512))
+    target = (_make_out_dir(str(out)) if out else Path(tempfile.mkdtemp(prefix="m2d-pick-"))) / storage.LATENCY
+    target.write_text(json.dumps(latency, indent=2) + "\n")
+    return target
 
 
 def _make_out_dir(path: str) -> Path:

@@ -142,10 +142,12 @@ def resolve_preset(name_or_path: str | Path) -> Path:
 
 def load_yaml(path: str | Path, what: str = "config", shape: str = "top level must be a mapping of sections"
               ) -> dict[str, Any]:
-    """A YAML mapping (empty file: ``{}``); bad YAML is one ``<what> <path> line N: invalid YAML (...)`` line and
-    anything but a mapping ``<what> <path>: <shape>``."""
+    """A YAML mapping (empty file: ``{}``); bad YAML is one ``<what> <path> line N: invalid YAML (...)`` line, a file
+    that is not UTF-8 ``<what> <path>: not valid UTF-8 ...`` and anything but a mapping ``<what> <path>: <shape>``."""
     try:
-        data = yaml.safe_load(Path(path).read_text()) or {}
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError as err:
+        raise M2DError(f"{what} {path}: not valid UTF-8 (byte {err.start}); save it as UTF-8") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""

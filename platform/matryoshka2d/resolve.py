@@ -2,7 +2,8 @@
 
 A config speaks the model-independent grammar of :mod:`.cells` (``"0..L-2"``, ``"min(128,H)"``); the model
 is known from its ``config.json`` alone (blocks L, hidden size H, position limit), so a run is resolved, and
-every field checked against the model, in milliseconds, before any weights load. :func:`check_run` adds
+every field checked against the model, before any weights load (the folder itself is checked by
+:func:`matryoshka2d.encoder.read_model` from its files' headers). :func:`check_run` adds
 the data files: the preflight every command runs first.
 """
 
@@ -26,16 +27,11 @@ class ModelShape:
 
 @functools.lru_cache(maxsize=8)
 def model_shape(name: str) -> ModelShape:
-    """Blocks, hidden size and position limit from the model's config.json, without loading weights."""
-    from transformers import AutoConfig
+    """Blocks, hidden size and position limit from the model's config.json, without loading weights: the model is read
+    by :func:`matryoshka2d.encoder.read_model`, so a broken folder is refused here, the first thing a command does."""
+    from .encoder import read_model
 
-    from .encoder import resolve_model_path
-
-    path = resolve_model_path(name)
-    try:
-        conf = AutoConfig.from_pretrained(path)
-    except (OSError, ValueError) as err:
-        raise M2DError(f"model: cannot read the config of {name!r} ({str(err).strip().splitlines()[0]})") from None
+    conf = read_model(name).config
     limit = getattr(conf, "max_position_embeddings", None)
     return ModelShape(int(conf.num_hidden_layers), int(conf.hidden_size), int(limit) if limit else None)
 

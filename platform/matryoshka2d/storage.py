@@ -61,3 +61,48 @@ def check_creatable(path: str | Path, flag: str) -> Path:
     if not os.access(probe, os.W_OK | os.X_OK):
         raise M2DError(f"{flag}: {probe} is not writable")
     return Path(path).expanduser()
+
+
+# -- validating readers: one per file kind, shared by every command that reads it ---------------------------
+def read_text(path: str | Path, what: str = "file") -> str:
+    """A text file's contents; a missing, unreadable or non-UTF-8 file is one line naming it."""
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as err:
+        raise M2DError(f"{path}: cannot read the {what} ({err.strerror or err})") from None
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = raw[:err.start].count(b"\n") + 1
+        raise M2DError(f"{path} line {line}: not valid UTF-8 (expected UTF-8 text)") from None
+
+
+JSON_TYPES = {dict: "object", list: "list", str: "string", int: "number", float: "number", bool: "boolean",
+              type(None): "null"}
+
+
+def read_json(path: str | Path, what: str, shape: type = dict):
+    """A JSON file whose top level is ``shape`` (a dict or a list): a truncated file (a write cut short), another
+    shape or non-UTF-8 bytes are one line naming ``path``, never a traceback later."""
+    import json
+
+    text = read_text(path, what)
+    if not text.strip():
+        raise M2DError(f"{path}: file is empty (expected JSON)")
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as err:
+        cut = err.pos >= len(text.rstrip()) or err.msg.startswith("Unterminated")
+        msg = err.msg.removesuffix(" at")  # "Unterminated string starting at": the column follows
+        raise M2DError(f"{path} line {err.lineno}: not valid JSON ({msg} at column {err.colno}"
+                       f"{'; the file is cut short?' if cut else ''})") from None
+    if not isinstance(data, shape):
+        raise M2DError(f"{path}: expected a JSON {JSON_TYPES[shape]} at the top level, got a "
+                       f"{JSON_TYPES.get(type(data), type(data).__name__)}")
+    return data
+
+
+def read_params(path: str | Path) -> dict[str, str]:
+    """A trial's ``params.json`` (its study row or sampled labels) as ``{name: text}``, each value as ``str()`` gives
+    it: the same text as the trial's MLflow params (``sweep.<name>``)."""
+    return {k: str(v) for k, v in read_json(path, PARAMS).items()}

@@ -15,7 +15,7 @@ def bundled_vocab() -> Path:
 
 def make_tiny_bert(path: str | Path, num_layers: int = 4, hidden_size: int = 32, num_heads: int = 4,
                    intermediate_size: int = 64, seed: int = 0, pooling: str = "mean",
-                   initializer_range: float = 0.02) -> Path:
+                   initializer_range: float = 0.02, max_positions: int = 512) -> Path:
     """Write a randomly initialised BERT (HF format + SentenceTransformer pooling config) to ``path``.
 
     ``initializer_range`` (BERT's weight std): at the default 0.02 every CLS embedding is nearly the same vector
@@ -29,7 +29,7 @@ def make_tiny_bert(path: str | Path, num_layers: int = 4, hidden_size: int = 32,
     tokenizer = BertTokenizer(vocab=str(bundled_vocab()))  # ``vocab_file=`` is silently ignored in transformers 5
     config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=hidden_size, num_hidden_layers=num_layers,
                         num_attention_heads=num_heads, intermediate_size=intermediate_size,
-                        max_position_embeddings=512, initializer_range=initializer_range)
+                        max_position_embeddings=max_positions, initializer_range=initializer_range)
     torch.manual_seed(seed)
     BertModel(config).save_pretrained(path)
     tokenizer.save_pretrained(path)

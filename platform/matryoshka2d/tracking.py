@@ -77,8 +77,6 @@ class Key:
         return mlflow_key(f"sweep/{dataset}/{metric}/{kind}")
 
 
-# the grid summaries logged per dataset x metric (``<ds>/<metric>/<summary>``) and offered as objectives
-SUMMARIES = ("grid_mean", "sublayer_mean", "lowdim_mean", "full", "worst_cell")
 
 
 # -- where runs go ----------------------------------------------------------------------------------------
@@ -167,6 +165,47 @@ def _check_sqlite(path: Path) -> None:
             con.execute("PRAGMA schema_version").fetchone()
     except sqlite3.DatabaseError as err:
         raise M2DError(f"tracking uri: {path} is not a SQLite database ({err})") from None
+
+
+STORE_TABLES = ("experiments", "runs")  # what every MLflow SQL store has, whatever its schema version
+
+
+def read_only_client(uri: str | None, flag: str = "--tracking-uri") -> "MlflowClient":
+    """A client for lookups only (compare, report, pick by run id): the store must already exist and be an MLflow
+    store. MLflow's client creates a missing SQLite store, or adds its tables to any SQLite file it is pointed at, so
+    the file is checked first, read-only; MLflow's INFO chatter is silenced (an error must be the only line)."""
+    uri = resolve_tracking_uri(uri)
+    if uri.startswith(("http://", "https://")):
+        _check_server(uri, 5.0)
+    elif uri.startswith("sqlite:///"):
+        _check_store(Path(uri.removeprefix("sqlite:///")), flag)
+    quiet_mlflow()
+    return client(uri)
+
+
+def _check_store(path: Path, flag: str) -> None:
+    """``path`` exists and holds MLflow's tables (read in read-only mode: nothing is created or changed)."""
+    import sqlite3
+    from contextlib import closing
+
+    if not path.is_file():
+        raise M2DError(f"{flag}: {path} holds no MLflow store (no such file)")
+    try:
+        with closing(sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)) as con:
+            tables = {row[0] for row in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    except sqlite3.DatabaseError as err:
+        raise M2DError(f"{flag}: {path} is not a SQLite database ({err})") from None
+    missing = [t for t in STORE_TABLES if t not in tables]
+    if missing:
+        raise M2DError(f"{flag}: {path} holds no MLflow store (no {' or '.join(missing)} table)")
+
+
+def quiet_mlflow() -> None:
+    """No INFO lines from MLflow or its schema migrations (alembic) on stderr."""
+    import logging
+
+    for name in ("mlflow", "alembic"):
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def client(uri: str) -> "MlflowClient":

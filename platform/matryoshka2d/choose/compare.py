@@ -39,28 +39,61 @@ class Entry:
 
 # -- loading ----------------------------------------------------------------------------------------------
 def load(sources: Sequence[str], tracking_uri: str | None = None, cache: Path | None = None) -> list[Entry]:
-    """Entries for ``sources`` (folders, grid files, run ids, sweep parent ids), labels made unique."""
+    """Entries for ``sources`` (folders, grid files, run ids, sweep parent ids), labels made unique, checked to be
+    comparable (:func:`check_entries`). Run ids are looked up read-only: a missing store is refused, never created;
+    their grids are downloaded to ``cache`` (default: a temporary folder)."""
     import tempfile
 
     entries: list[Entry] = []
     mlf = None
-    for source in sources:
-        path = Path(source).expanduser()
-        if path.exists():
-            entries.append(from_path(path))
-            continue
-        if not re.fullmatch(r"[0-9a-f]{32}", source):
-            raise M2DError(f"{source}: neither a run folder / grid.csv nor an MLflow run id (32 hex digits)")
-        if mlf is None:
-            from .. import tracking
+    with tempfile.TemporaryDirectory(prefix="m2d-compare-") as tmp:  # the grids are read into memory
+        for source in sources:
+            path = Path(source).expanduser()
+            if path.exists():
+                entries.append(from_path(path))
+                continue
+            if not re.fullmatch(r"[0-9a-f]{32}", source):
+                raise M2DError(f"{source}: neither a run folder / grid.csv nor an MLflow run id (32 hex digits)")
+            if mlf is None:
+                from .. import tracking
 
-            uri = tracking.resolve_tracking_uri(tracking_uri)
-            tracking.check_tracking(uri)
-            mlf = tracking.client(uri)
-        entries += from_mlflow(mlf, source, cache or Path(tempfile.mkdtemp(prefix="m2d-compare-")))
+                mlf = tracking.read_only_client(tracking_uri)
+            entries += from_mlflow(mlf, source, Path(cache or tmp))
     if not entries:
         raise M2DError("compare: no runs to compare")
-    return unique_labels(entries)
+    return check_entries(unique_labels(entries))
+
+
+def check_entries(entries: list[Entry]) -> list[Entry]:
+    """Runs that can be compared: none whose every value is NaN (it would vanish from every figure), and, for two or
+    more, at least one (dataset, metric) and one (layer, dim) cell with a value in every run (else every difference
+    to the baseline is NaN)."""
+    for e in entries:
+        if not any(math.isfinite(r.value) for r in e.grid.rows):
+            raise M2DError(f"{e.label} ({e.source}): every value of its grid is NaN; nothing to compare or pick")
+    if len(entries) < 2:
+        return entries
+    cells = [{(r.dataset, r.metric, r.layer, r.dim) for r in e.grid.rows if math.isfinite(r.value)} for e in entries]
+    pairs_of = [{c[:2] for c in each} for each in cells]
+    shared = set.intersection(*pairs_of)
+    if not shared:
+        raise M2DError("compare: the runs share no dataset/metric with a value: " + "; ".join(
+            f"{e.label} has {_names(p)}" for e, p in list(zip(entries, pairs_of))[:4]))
+    if not set.intersection(*cells):
+        ds, metric = sorted(shared)[0]
+        raise M2DError(f"compare: the runs share no (layer, dim) cell with a value in {ds}/{metric}: " + "; ".join(
+            f"{e.label} has {_cells_of(c, ds, metric)}" for e, c in list(zip(entries, cells))[:4]))
+    return entries
+
+
+def _names(found: set) -> str:
+    names = sorted(f"{ds}/{m}" for ds, m in found)
+    return ", ".join(names[:4]) + (" ..." if len(names) > 4 else "")
+
+
+def _cells_of(cells: set, ds: str, metric: str) -> str:
+    found = sorted((l, d) for d_, m, l, d in cells if (d_, m) == (ds, metric))
+    return " ".join(f"L{l}D{d}" for l, d in found[:6]) + (" ..." if len(found) > 6 else "") if found else "none"
 
 
 def from_path(path: Path) -> Entry:
@@ -70,14 +103,9 @@ def from_path(path: Path) -> Entry:
     if not grid_file.is_file():
         raise M2DError(f"{path}: no grid.csv (give an m2d train / m2d eval output dir or a grid.csv)")
     folder = path if path.is_dir() else grid_file.parent
-    label = folder.name
     params_file = folder / storage.PARAMS  # a sweep trial dir: its study row / sampled labels
-    params = {}
-    if params_file.is_file():
-        import json
-
-        params = {k: str(v) for k, v in json.loads(params_file.read_text()).items()}
-        label = params.get("row") or label
+    params = storage.read_params(params_file) if params_file.is_file() else {}
+    label = params.get("row") or folder.name
     return Entry(label, GridResult.from_csv(grid_file), str(folder), status=status, params=params)
 
 
@@ -249,14 +277,12 @@ def write(entries: list[Entry], out_dir: Path, baseline: int = 0) -> dict[str, l
 
 def run(sources: Sequence[str] | Sequence[Entry], out_dir: Path, baseline: str | None = None,
         tracking_uri: str | None = None, method: str | None = None) -> tuple[list[Entry], int, dict[str, list]]:
-    """The whole comparison: the runs (:func:`load`ed from ``sources`` into ``out_dir/grids``, or given as entries),
-    the baseline (:func:`baseline_index` of ``baseline`` / ``method``) and everything :func:`write` writes to
-    ``out_dir``. Returns (entries, baseline index, what was written)."""
-    out_dir = Path(out_dir)
-    entries = list(sources) if sources and isinstance(sources[0], Entry) else load(sources, tracking_uri,
-                                                                                   out_dir / "grids")
+    """The whole comparison: the runs (:func:`load`ed from ``sources``, or given as entries), the baseline
+    (:func:`baseline_index` of ``baseline`` / ``method``) and everything :func:`write` writes to ``out_dir``, which
+    is created only once every check has passed. Returns (entries, baseline index, what was written)."""
+    entries = list(sources) if sources and isinstance(sources[0], Entry) else load(sources, tracking_uri)
     base = baseline_index(entries, baseline, method)
-    return entries, base, write(entries, out_dir, base)
+    return entries, base, write(entries, Path(out_dir), base)
 
 
 def write_cells(entries: list[Entry], path: Path) -> Path:

@@ -55,23 +55,74 @@ def check_cell(layer: int, dim: int, num_layers: int, hidden_size: int) -> None:
         raise M2DError(f"--dim: {dim} is out of range; allowed 1..{hidden_size} (the hidden size)")
 
 
-def check_out(out: str | Path, force: bool = False, source: str | None = None) -> Path:
-    """A new or empty folder; with ``force``, a previous export (it has ``export.json``) is replaced.
+# the files every export writes (whatever the tokenizer adds): checked against a --force target before weights load
+ALWAYS_WRITTEN = ("config.json", "model.safetensors", "tokenizer_config.json", "modules.json",
+                  "sentence_bert_config.json", "config_sentence_transformers.json", "1_Pooling/config.json", REPORT)
 
-    Any other non-empty folder is refused even with ``force``: nothing but an earlier export is deleted.
-    """
-    out = Path(out).expanduser()
+
+def check_out(out: str | Path, force: bool = False, source: str | None = None) -> tuple[Path, list[str]]:
+    """(``out``, the files a previous export there wrote): a new or empty folder; with ``force``, a folder holding a
+    previous export, of which only the files its ``export.json`` lists will be replaced.
+
+    Any other non-empty folder is refused even with ``force``, and so is a previous export folder in which a file
+    this export writes exists but was not written by that export: a user's own files are never deleted."""
+    out = storage.check_creatable(out, "--out")
     if source and Path(source).exists() and out.resolve() == Path(source).resolve():
         raise M2DError(f"--out: {out} is the source model folder; give a new folder")
-    if out.exists() and not out.is_dir():
-        raise M2DError(f"--out: {out} exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()):
-        if not force:
-            raise M2DError(f"--out: {out} is not empty; give a new folder, or --force to replace a previous export")
-        if not (out / REPORT).is_file():
-            raise M2DError(f"--out: {out} is not empty and holds no {REPORT} (not an m2d export); --force only "
-                           f"replaces a previous export, give a new folder")
-    return out
+    if not (out.is_dir() and any(out.iterdir())):
+        return out, []
+    if not force:
+        raise M2DError(f"--out: {out} is not empty; give a new folder, or --force to replace a previous export")
+    if not (out / REPORT).is_file():
+        raise M2DError(f"--out: {out} is not empty and holds no {REPORT} (not an m2d export); --force only "
+                       f"replaces a previous export, give a new folder")
+    previous = written_files(out)
+    check_foreign(ALWAYS_WRITTEN, out, previous)
+    return out, previous
+
+
+def written_files(out: Path) -> list[str]:
+    """The files the export in ``out`` wrote, from its ``export.json`` (each inside ``out``)."""
+    path = out / REPORT
+    files = storage.read_json(path, REPORT).get("files")
+    if not isinstance(files, list) or not all(isinstance(f, str) and f for f in files):
+        raise M2DError(f"{path}: no 'files' list (what that export wrote; exports before it was recorded have none), "
+                       "so --force cannot tell its files from yours; give a new folder")
+    root = out.resolve()
+    for name in files:
+        target = (out / name).resolve()
+        if Path(name).is_absolute() or target == root or not target.is_relative_to(root):
+            raise M2DError(f"{path}: lists {name!r}, a path outside the export folder; give a new folder")
+    return files if REPORT in files else files + [REPORT]  # its own export.json is always the tool's
+
+
+def check_foreign(names, out: Path, previous: list[str]) -> None:
+    """Refuse when a file the export writes exists in ``out`` and the previous export did not write it."""
+    foreign = [n for n in names if (out / n).exists() and n not in previous]
+    if foreign:
+        raise M2DError(f"--out: {out / foreign[0]} is not from the previous export (its {REPORT} does not list it); "
+                       "--force replaces only what m2d export wrote: move the file or give a new folder")
+
+
+def install(stage: Path, out: Path, previous: list[str]) -> None:
+    """Move the export written to ``stage`` into ``out``: the previous export's own files are deleted first (and
+    the folders they leave empty); every other file in ``out`` stays."""
+    for name in previous:
+        target = out / name
+        if target.is_file() or target.is_symlink():
+            target.unlink()
+        for folder in target.parents:
+            if folder == out or not folder.is_dir() or any(folder.iterdir()):
+                break
+            folder.rmdir()
+    out.mkdir(parents=True, exist_ok=True)
+    for name in staged_files(stage):
+        (out / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(stage / name), str(out / name))
+
+
+def staged_files(stage: Path) -> list[str]:
+    return sorted(p.relative_to(stage).as_posix() for p in stage.rglob("*") if p.is_file())
 
 
 def folder_bytes(path: str | Path) -> int:
@@ -80,7 +131,8 @@ def folder_bytes(path: str | Path) -> int:
 
 
 def write_cell(encoder, layer: int, dim: int, out: Path):
-    """Cut ``encoder`` (in place) to ``layer`` blocks and save the cell to ``out``; returns the loaded ST model."""
+    """Cut ``encoder`` (in place) to ``layer`` blocks and save the cell to ``out`` (a new folder); returns the loaded
+    ST model."""
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.sentence_transformer.modules import Dense, Normalize
 
@@ -88,8 +140,6 @@ def write_cell(encoder, layer: int, dim: int, out: Path):
 
     hidden = encoder.hidden_size
     truncate_layers(encoder, layer)
-    if out.exists():
-        shutil.rmtree(out)  # check_out allowed it: empty, or a previous export under --force
     save_sentence_transformer(encoder, out)  # Transformer + Pooling with the source's pooling and max length
     model = SentenceTransformer(str(out), device="cpu")
     if dim < hidden:
@@ -144,9 +194,11 @@ def hardware() -> dict:
 def export_cell(source: str, layer: int, dim: int, out: str | Path, force: bool = False, bench: int = 256,
                 data_dir: str | None = None, batch_size: int = 32) -> dict:
     """Write cell (``layer``, ``dim``) of ``source`` to ``out`` and return (and save as ``export.json``) its report:
-    sizes on disk and, with ``bench`` > 0, encode speeds of the export and the full model on ``bench`` STS-B sentences.
-    Every input is checked (config.json and file names only) before weights load."""
-    from ..encoder import load_encoder, resolve_model_path
+    sizes on disk, the files written (what a later ``--force`` may replace) and, with ``bench`` > 0, encode speeds of
+    the export and the full model on ``bench`` STS-B sentences. Every input is checked (config.json and file names
+    only) before weights load; the export is written to a staging folder (in ``out`` if it exists, else beside it) and
+    moved in at the end, so a failure leaves a previous export whole."""
+    from ..encoder import load_encoder, resolve_model_path, save_sentence_transformer
     from ..resolve import model_shape
 
     name = resolve_source(source)
@@ -154,7 +206,7 @@ def export_cell(source: str, layer: int, dim: int, out: str | Path, force: bool 
     check_cell(layer, dim, shape.num_layers, shape.hidden_size)
     path = resolve_model_path(name)
     check_source_modules(path)
-    out = check_out(out, force, path)
+    out, previous = check_out(out, force, path)
     if bench < 0:
         raise M2DError(f"--bench: {bench} is negative; give a number of sentences, 0 to skip timing")
     if bench:
@@ -164,26 +216,34 @@ def export_cell(source: str, layer: int, dim: int, out: str | Path, force: bool 
     encoder = load_encoder(name, device="cpu")
     pooling, max_length = encoder.pooling, encoder.max_length
     full = full_model(path, encoder) if bench else None
-    with tempfile.TemporaryDirectory() as tmp:  # the full encoder in the export's own layout: a like-for-like size
-        from ..encoder import save_sentence_transformer
-
-        full_bytes = folder_bytes(save_sentence_transformer(encoder, Path(tmp) / "full"))
-    model = write_cell(encoder, layer, dim, out)
-    report = {
-        "source": source, "source_path": path, "layer": layer, "dim": dim,
-        "num_layers": shape.num_layers, "hidden_size": shape.hidden_size, "pooling": pooling, "max_length": max_length,
-        "modules": [type(m).__name__ for m in model], "size_bytes": folder_bytes(out),
-        "full_size_bytes": full_bytes, "source_size_bytes": folder_bytes(path) if Path(path).is_dir() else None,
-    }
-    report["size_ratio"] = report["size_bytes"] / full_bytes
-    if bench:
-        texts = bench_texts(bench, data_dir)
-        report["speed"] = {"sentences": len(texts), "batch_size": batch_size,
-                           "export_per_s": encode_speed(model, texts, batch_size),
-                           "full_per_s": encode_speed(full, texts, batch_size), **hardware()}
-        report["speed"]["speedup"] = report["speed"]["export_per_s"] / report["speed"]["full_per_s"]
-    (out / REPORT).write_text(json.dumps(report, indent=2) + "\n")
+    beside = out if out.is_dir() else out.parent  # where check_out found it can write
+    beside.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".m2d-export-", dir=beside) as tmp:
+        full_bytes = folder_bytes(save_sentence_transformer(encoder, Path(tmp) / "full"))  # like-for-like size
+        stage = Path(tmp) / "cell"
+        model = write_cell(encoder, layer, dim, stage)
+        files = sorted(staged_files(stage) + [REPORT])
+        check_foreign(files, out, previous)  # the exact names, before the timing and before anything is deleted
+        report = {
+            "source": source, "source_path": path, "layer": layer, "dim": dim,
+            "num_layers": shape.num_layers, "hidden_size": shape.hidden_size, "pooling": pooling,
+            "max_length": max_length, "modules": [type(m).__name__ for m in model], "size_bytes": folder_bytes(stage),
+            "full_size_bytes": full_bytes, "source_size_bytes": folder_bytes(path) if Path(path).is_dir() else None,
+            "files": files,
+        }
+        report["size_ratio"] = report["size_bytes"] / full_bytes
+        if bench:
+            report["speed"] = bench_report(model, full, bench_texts(bench, data_dir), batch_size)
+        (stage / REPORT).write_text(json.dumps(report, indent=2) + "\n")
+        install(stage, out, previous)
     return report
+
+
+def bench_report(model, full, texts: list[str], batch_size: int) -> dict:
+    speed = {"sentences": len(texts), "batch_size": batch_size, "export_per_s": encode_speed(model, texts, batch_size),
+             "full_per_s": encode_speed(full, texts, batch_size), **hardware()}
+    speed["speedup"] = speed["export_per_s"] / speed["full_per_s"]
+    return speed
 
 
 def format_report(report: dict) -> str:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import base64
 import html
-import json
 import re
 from pathlib import Path
 from typing import Iterable
@@ -27,9 +26,27 @@ code{background:#f5f5f5;padding:0 3px}details{margin:.6em 0}
 
 
 def image(path: Path, caption: str = "") -> str:
+    """``path`` inlined as a data URI, once :func:`check_png` has read it whole: never a broken image on the page."""
+    check_png(path)
     data = base64.b64encode(Path(path).read_bytes()).decode()
     cap = f"<figcaption>{html.escape(caption)}</figcaption>" if caption else ""
     return f'<figure><img alt="{html.escape(caption or Path(path).stem)}" src="data:image/png;base64,{data}">{cap}</figure>'
+
+
+def check_png(path: Path) -> None:
+    """A PNG that decodes to its last pixel (a truncated or corrupt file, a JPEG named .png: one line naming it)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            kind = img.format
+            img.verify()  # chunk structure and checksums
+        with Image.open(path) as img:
+            img.load()  # every pixel: a file cut short fails here
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+        raise M2DError(f"{path}: not a readable PNG image ({err}); write the figure again or remove it") from None
+    if kind != "PNG":
+        raise M2DError(f"{path}: a {kind} image, not a PNG (the page inlines figures as PNG)")
 
 
 def table(rows: list[dict], columns: Iterable[str] | None = None) -> str:
@@ -108,22 +125,44 @@ def study_page(folder: Path) -> str:
     """A reproduction study's output folder (``tables/`` of its run dir, or ``experiments/results/<name>``):
     claims (from ``claims.json``), every figure, then ``report.md``."""
     folder = folder / storage.TABLES if (folder / storage.TABLES / storage.REPORT).is_file() else folder
-    report = folder / storage.REPORT
-    text = report.read_text()
+    text = storage.read_text(folder / storage.REPORT, storage.REPORT)
     title = (text.splitlines() or ["Reproduction"])[0].lstrip("# ").strip()
     sections = [f"<p>From <code>{html.escape(str(folder))}</code>.</p>"]
     claims = folder / storage.CLAIMS
     if claims.is_file():
-        rows = [{"claim": c["id"], "statement": c["text"], "metric": c.get("metric", ""), "a": c.get("a"),
-                 "b": c.get("b"), "margin": c.get("margin"),
-                 "95% CI": "[{:+.4f}, {:+.4f}]".format(*c["ci"]) if c.get("ci") else "",
-                 "verdict": c.get("verdict", "")} for c in json.loads(claims.read_text())]
-        sections.append("<h2>Claims</h2>" + _verdicts(table(rows)))
+        sections.append("<h2>Claims</h2>" + _verdicts(table(claim_rows(claims))))
     figures = sorted(folder.glob("*.png"))
     if figures:
         sections.append("<h2>Figures</h2>" + "".join(image(p, p.stem.replace("_", " ")) for p in figures))
     sections.append("<h2>Report</h2>" + markdown("\n".join(text.splitlines()[1:])))
     return document(title, sections)
+
+
+def claim_rows(path: Path) -> list[dict]:
+    """``claims.json`` (a list of claim objects, as :mod:`..study.report` writes it) as table rows; a file cut short
+    or of another shape is one line naming it."""
+    rows = []
+    for k, c in enumerate(storage.read_json(path, storage.CLAIMS, list), 1):
+        where = f"{path}: claim {k}"
+        if not isinstance(c, dict):
+            raise M2DError(f"{where} is a {storage.JSON_TYPES.get(type(c), 'value')}, not an object")
+        for key in ("id", "text"):
+            if not isinstance(c.get(key), (str, int)) or isinstance(c.get(key), bool):
+                raise M2DError(f"{where}: {key!r} is missing or not text")
+        ci = c.get("ci")
+        if ci is not None and not (isinstance(ci, list) and len(ci) == 2 and all(_is_number(v) for v in ci)):
+            raise M2DError(f"{where}: 'ci' must be a list of two numbers, got {ci!r}"[:300])
+        for key in ("a", "b", "margin"):
+            if isinstance(c.get(key), (list, dict)):
+                raise M2DError(f"{where}: {key!r} must be a name or a number, not a {type(c[key]).__name__}")
+        rows.append({"claim": str(c["id"]), "statement": str(c["text"]), "metric": c.get("metric", ""),
+                     "a": c.get("a"), "b": c.get("b"), "margin": c.get("margin"),
+                     "95% CI": "[{:+.4f}, {:+.4f}]".format(*ci) if ci else "", "verdict": c.get("verdict", "")})
+    return rows
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _verdicts(markup: str) -> str:

@@ -8,13 +8,14 @@ Latency depends on the architecture (layers, width, max length, threads), not on
 
 from __future__ import annotations
 
-import json
 import math
+import re
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
 
+from .. import storage
 from ..errors import M2DError
 from ..evaluate.grid import GridResult
 from ..evaluate.precision import bytes_per_vector, split_metric
@@ -25,9 +26,10 @@ BATCH_SIZES = (1, 128)
 # -- latency ----------------------------------------------------------------------------------------------
 def measure_latency(encoder, texts: Sequence[str], batch_sizes: Sequence[int] = BATCH_SIZES, repeats: int = 5) -> dict:
     """Milliseconds to tokenize and encode one batch of ``texts`` with the encoder cut to each layer l (the pooled
-    output of block l), per batch size: the best of ``repeats`` timed batches (x 8 at batch 1) after a warm-up, since
-    on a shared CPU the noise only ever adds time (timeit's advice). Cuts ``encoder`` in place, from the top layer
-    down: call it last."""
+    output of block l; layer 0: the pooled embedding output, no block run), per batch size: the best of ``repeats``
+    timed batches (x 8 at batch 1) after a warm-up, since on a shared CPU the noise only ever adds time (timeit's
+    advice). Records the model and its layer count, so a grid of another model is not priced with it. Cuts
+    ``encoder`` in place, from the top layer down: call it last."""
     import torch
 
     from ..encoder import truncate_layers
@@ -36,10 +38,13 @@ def measure_latency(encoder, texts: Sequence[str], batch_sizes: Sequence[int] = 
     texts = list(texts)
     if not texts:
         raise M2DError("latency: no texts to encode")
+    num_layers, model = encoder.num_layers, str(getattr(encoder.module, "name_or_path", "") or "")
     per_layer: dict[str, dict[str, float]] = {}
     encoder.eval()
-    for layer in range(encoder.num_layers, 0, -1):
-        truncate_layers(encoder, layer)
+    for layer in range(num_layers, -1, -1):
+        if layer:
+            truncate_layers(encoder, layer)
+        run = (lambda f, layer=layer: encoder(f, [layer])) if layer else (lambda f: embedding_output(encoder, f))
         per_layer[str(layer)] = {}
         for size in batch_sizes:
             n = repeats * (8 if size == 1 else 1)
@@ -48,20 +53,119 @@ def measure_latency(encoder, texts: Sequence[str], batch_sizes: Sequence[int] = 
             with torch.inference_mode():
                 for batch in batches:
                     t0 = time.perf_counter()
-                    encoder(encoder.tokenize(batch), [layer])
+                    run(encoder.tokenize(batch))
                     times.append(time.perf_counter() - t0)
             per_layer[str(layer)][str(size)] = 1000 * min(times[1:])  # the first is a warm-up
-    return {"hardware": hardware(), "max_length": encoder.max_length, "hidden_size": encoder.hidden_size,
-            "repeats": repeats, "texts": len(texts), "ms_per_batch": dict(sorted(per_layer.items(), key=lambda kv: int(kv[0])))}
+    return {"hardware": hardware(), "model": model, "num_layers": num_layers, "max_length": encoder.max_length,
+            "hidden_size": encoder.hidden_size, "repeats": repeats, "texts": len(texts),
+            "ms_per_batch": dict(sorted(per_layer.items(), key=lambda kv: int(kv[0])))}
+
+
+def embedding_output(encoder, features: dict):
+    """Layer 0 as the grid scores it (``encoder(features, [0])``): the pooled embedding output, computed without
+    running any block; a model with no ``embeddings`` module runs its first block as well (an upper bound)."""
+    import inspect
+
+    embeddings = getattr(encoder.module, "embeddings", None)
+    if embeddings is None:
+        return encoder(features, [0])
+    accepted = inspect.signature(embeddings.forward).parameters
+    features = {k: v.to(encoder.device) for k, v in features.items()}
+    hidden = embeddings(**{k: v for k, v in features.items() if k in accepted and k != "attention_mask"})
+    return encoder.pool(hidden, features["attention_mask"])
 
 
 def load_latency(path: Path) -> dict:
-    try:
-        data = json.loads(Path(path).read_text())
-        data["ms_per_batch"] = {int(l): {int(b): float(v) for b, v in by.items()} for l, by in data["ms_per_batch"].items()}
-    except (OSError, ValueError, KeyError, TypeError) as err:
-        raise M2DError(f"{path}: not a latency.json written by m2d eval --latency ({err})") from None
+    """A latency.json (:func:`measure_latency`) with every field later code uses checked: ``hardware`` (processor,
+    torch threads), ``max_length``, ``ms_per_batch`` as ``{layer >= 0: {batch size >= 1: ms > 0}}`` with the same
+    batch sizes at every layer, and ``num_layers`` (``None`` in files from before it was recorded)."""
+    data = storage.read_json(path, storage.LATENCY)
+    what = "not a latency.json written by m2d eval --latency"
+    hw = data.get("hardware")
+    if not isinstance(hw, dict):
+        raise M2DError(f"{path}: no 'hardware' object (where it was measured); {what}")
+    for key, kind, name in (("processor", str, "text"), ("torch_threads", int, "an integer")):
+        if not isinstance(hw.get(key), kind) or isinstance(hw.get(key), bool):
+            raise M2DError(f"{path}: hardware.{key} is missing or not {name}; {what}")
+    for key, required in (("max_length", True), ("num_layers", False)):
+        value = data.get(key)
+        if (value is not None or required) and not (_is_int(value) and value >= 1):
+            raise M2DError(f"{path}: {key} {value!r} is not a positive integer; {what}")
+    data["num_layers"] = data.get("num_layers")
+    data["ms_per_batch"] = _ms_table(data.get("ms_per_batch"), path, data["num_layers"])
     return data
+
+
+def _ms_table(ms, path: Path, num_layers: int | None) -> dict[int, dict[int, float]]:
+    if not isinstance(ms, dict) or not ms:
+        raise M2DError(f"{path}: ms_per_batch must be an object {{layer: {{batch size: ms}}}}, got {ms!r}"[:300])
+    table: dict[int, dict[int, float]] = {}
+    for layer_key, by in ms.items():
+        layer = _key(layer_key, 0, num_layers, f"{path}: ms_per_batch layer")
+        if not isinstance(by, dict) or not by:
+            raise M2DError(f"{path}: ms_per_batch[{layer_key!r}] must be an object {{batch size: ms}}, "
+                           f"got {by!r}"[:300])
+        table[layer] = {}
+        for size_key, value in by.items():
+            size = _key(size_key, 1, None, f"{path}: ms_per_batch[{layer_key!r}] batch size")
+            if not (isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value < math.inf):
+                raise M2DError(f"{path}: ms_per_batch[{layer_key!r}][{size_key!r}] = {value!r}; allowed a positive "
+                               "number of milliseconds")
+            table[layer][size] = float(value)
+    sizes = {tuple(sorted(by)) for by in table.values()}
+    if len(sizes) > 1:
+        raise M2DError(f"{path}: ms_per_batch has different batch sizes at different layers "
+                       f"({' vs '.join(', '.join(map(str, s)) for s in sorted(sizes))})")
+    return dict(sorted(table.items()))
+
+
+def _key(text: str, low: int, high: int | None, what: str) -> int:
+    if not re.fullmatch(r"\d+", text) or int(text) < low or (high is not None and int(text) > high):
+        allowed = f"{low}..{high}" if high is not None else f"an integer >= {low}"
+        raise M2DError(f"{what} {text!r} is not allowed; allowed {allowed}")
+    return int(text)
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def check_latency(latency: dict, path: Path, layers: Sequence[int], num_layers: int | None) -> None:
+    """``latency`` (:func:`load_latency`) prices exactly this grid (:func:`check_layers`)."""
+    measured = latency["ms_per_batch"]
+    theirs = latency["num_layers"] or max(measured)  # older files: every layer 1..L was measured
+    check_layers(path, theirs, measured, layers, num_layers, latency.get("model") or "")
+
+
+def check_layers(source: Path, theirs: int, measured, layers: Sequence[int], num_layers: int | None,
+                 model: str = "") -> None:
+    """Latency measured (or to be measured) at ``measured`` layers of a ``theirs``-layer model prices a grid with
+    ``layers`` of a ``num_layers``-layer model (None: unknown) only if the counts agree and every grid layer is
+    measured: another model's latency never prices a grid."""
+    if num_layers is not None and theirs != num_layers:
+        model = f" ({model})" if model else ""
+        raise M2DError(f"--latency: {source} is of a {theirs}-layer model{model}, the grid is of a {num_layers}-layer "
+                       "model; measure this model (m2d eval --latency, or --latency MODEL_DIR)")
+    missing = [layer for layer in layers if layer not in measured]
+    if missing:
+        raise M2DError(f"--latency: {source} has no layer {missing[0]} of the grid (its layers: "
+                       f"{', '.join(map(str, measured))}); measure the model the grid is of (m2d eval --latency)")
+
+
+def grid_model_layers(home: Path | None, latency: Path) -> int | None:
+    """The layer count of the model a run folder's grid is of: its ``model/`` (m2d train), else the latency.json
+    that m2d eval --latency wrote beside the grid (when ``latency`` is another source); None where the folder does
+    not say."""
+    from ..resolve import model_shape
+
+    if home is None:
+        return None
+    if (home / storage.MODEL / "config.json").is_file():
+        return model_shape(str(home / storage.MODEL)).num_layers
+    own = home / storage.LATENCY
+    if own.is_file() and own.resolve() != Path(latency).resolve():
+        return load_latency(own)["num_layers"]
+    return None
 
 
 def format_latency(data: dict) -> str:
@@ -85,14 +189,18 @@ class Cell:
     bytes: int
 
 
+def check_metric(grid: GridResult, metric: str | None) -> str:
+    """``metric`` (``<dataset>/<metric>``, default the grid's first) if the grid has it at some precision."""
+    allowed = list(dict.fromkeys(f"{ds}/{split_metric(m)[0]}" for ds in grid.datasets() for m in grid.metrics(ds)))
+    metric = metric or allowed[0]
+    if metric not in allowed:
+        raise M2DError(f"--metric: {metric!r} is not in the grid; allowed: {', '.join(sorted(allowed))}")
+    return metric
+
+
 def cells(grid: GridResult, metric: str, latency: dict, batch: int) -> list[Cell]:
     """Every cell of ``metric`` (``<dataset>/<metric>``) at every precision the grid has, with its costs."""
-    ds, _, name = metric.partition("/")
-    if ds not in grid.datasets():
-        raise M2DError(f"--metric: dataset {ds!r} is not in the grid; it has {', '.join(grid.datasets())}")
-    base_names = sorted({split_metric(m)[0] for m in grid.metrics(ds)})
-    if name not in base_names:
-        raise M2DError(f"--metric: {metric!r} is not in the grid; allowed: {', '.join(f'{ds}/{m}' for m in base_names)}")
+    ds, _, name = check_metric(grid, metric).partition("/")
     ms = latency["ms_per_batch"]
     if any(batch not in by for by in ms.values()):
         raise M2DError(f"--batch: {batch} was not measured; the latency file has batch sizes "
@@ -106,6 +214,8 @@ def cells(grid: GridResult, metric: str, latency: dict, batch: int) -> list[Cell
                            "measure the model the grid is of")
         precision = split_metric(r.metric)[1]
         out.append(Cell(r.layer, r.dim, precision, r.value, ms[r.layer][batch], bytes_per_vector(r.dim, precision)))
+    if not out:
+        raise M2DError(f"--metric: every {metric} value in the grid is NaN; nothing to pick from")
     return out
 
 

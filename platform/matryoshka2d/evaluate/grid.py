@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import csv
+import io
 import math
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,6 +13,7 @@ from typing import Sequence
 
 import numpy as np
 
+from .. import storage
 from ..cells import parse_dims, parse_layers
 from ..data.types import RetrievalSet, STSPairs
 from ..errors import M2DError
@@ -82,12 +85,30 @@ class GridResult:
 
     @classmethod
     def from_csv(cls, path: str | Path) -> "GridResult":
-        """A grid written by :meth:`to_csv` (timings are not stored there)."""
-        with Path(path).open(newline="") as fh:
-            reader = csv.reader(fh)
-            if tuple(next(reader, ())) != CSV_HEADER:
-                raise M2DError(f"{path}: not a grid.csv (expected the header {','.join(CSV_HEADER)})")
-            rows = [Row(d, s, m, int(layer), int(dim), float(v)) for d, s, m, layer, dim, v in reader]
+        """A grid written by :meth:`to_csv` (timings are not stored there), read strictly: a file cut short (a write
+        that died mid-row), a bad row or a grid without rows is one line naming ``<path> line N``, never a wrong
+        value or silently dropped rows."""
+        text = storage.read_text(path, storage.GRID)
+        if not text:
+            raise M2DError(f"{path}: file is empty (expected the header {','.join(CSV_HEADER)} and rows)")
+        if not text.endswith("\n"):  # to_csv ends every row with a newline: the last one was never finished
+            last = len(text.splitlines())
+            raise M2DError(f"{path} line {last} is cut short (no newline at its end; a partial write?)")
+        reader = csv.reader(io.StringIO(text, newline=""))
+        if tuple(next(reader, ())) != CSV_HEADER:
+            raise M2DError(f"{path}: not a grid.csv (expected the header {','.join(CSV_HEADER)})")
+        rows, seen = [], {}
+        for fields in reader:
+            where = f"{path} line {reader.line_num}"
+            row = _grid_row(fields, where)
+            key = (row.dataset, row.split, row.metric, row.layer, row.dim)
+            if key in seen:
+                raise M2DError(f"{where}: cell {row.dataset} {row.metric} layer {row.layer} dim {row.dim} is given "
+                               f"again (first on line {seen[key]})")
+            seen[key] = reader.line_num
+            rows.append(row)
+        if not rows:
+            raise M2DError(f"{path}: no rows, only the header (a grid has at least one cell)")
         return cls(rows, sorted({r.layer for r in rows}), sorted({r.dim for r in rows}))
 
     def save_items(self, path: str | Path) -> Path:
@@ -99,6 +120,30 @@ class GridResult:
         import pandas as pd
 
         return pd.DataFrame([r.__dict__ for r in self.rows], columns=list(CSV_HEADER))
+
+
+def _grid_row(fields: list[str], where: str) -> Row:
+    """One grid.csv row: 6 columns, non-empty names, layer >= 0 and dim >= 1 integers, a finite value or nan."""
+    if len(fields) != len(CSV_HEADER):
+        raise M2DError(f"{where}: expected {len(CSV_HEADER)} columns ({','.join(CSV_HEADER)}), got {len(fields)}")
+    dataset, split, metric, layer, dim, value = fields
+    for name, text in (("dataset", dataset), ("split", split), ("metric", metric)):
+        if not text.strip():
+            raise M2DError(f"{where}: {name} is empty")
+    ints = {}
+    for name, text, low in (("layer", layer, 0), ("dim", dim, 1)):
+        if not re.fullmatch(r"\s*-?\d+\s*", text):
+            raise M2DError(f"{where}: {name} {text!r} is not an integer; allowed {low} and up")
+        ints[name] = int(text)
+        if ints[name] < low:
+            raise M2DError(f"{where}: {name} {ints[name]} is out of range; allowed {low} and up")
+    try:
+        number = float(value)
+    except ValueError:
+        raise M2DError(f"{where}: value {value!r} is not a number (allowed: a finite number or nan)") from None
+    if math.isinf(number):
+        raise M2DError(f"{where}: value {value!r} is infinite (allowed: a finite number or nan)")
+    return Row(dataset, split, metric, ints["layer"], ints["dim"], number)
 
 
 def evaluate_grid(encoder, datasets: Sequence[STSPairs | RetrievalSet], layers: str | Sequence[int] | None = None,
@@ -223,6 +268,28 @@ def _sts_avg_rows(rows: list[Row], sts_sets: list[STSPairs]) -> list[Row]:
         if r.dataset in names and split_metric(r.metric)[0] == "spearman":
             by_cell.setdefault((r.metric, r.layer, r.dim), []).append(r.value)
     return [Row(STS_AVG, split, metric, layer, dim, float(np.mean(v))) for (metric, layer, dim), v in by_cell.items()]
+
+
+# the summaries :func:`summarize` gives per dataset x metric, logged as ``<ds>/<metric>/<summary>`` and offered as
+# sweep objectives
+SUMMARIES = ("grid_mean", "sublayer_mean", "lowdim_mean", "full", "worst_cell")
+DEFAULT_OBJECTIVE = "stsb/spearman/grid_mean:max"
+
+
+def parse_objectives(items: list[str] | None) -> list[tuple[str, str]]:
+    """``--objective`` values (a study's ``objective``) -> ``[(<ds>/<metric>/<summary>, max|min)]``."""
+    out = []
+    for item in items or [DEFAULT_OBJECTIVE]:
+        name, _, mode = item.partition(":")
+        mode = mode or "max"
+        parts = name.split("/")
+        if mode not in ("max", "min") or len(parts) != 3 or parts[2] not in SUMMARIES:
+            raise M2DError(f"--objective: {item!r}; expected <dataset>/<metric>/<summary>[:max|min] with summary one "
+                           f"of {', '.join(SUMMARIES)}, e.g. {DEFAULT_OBJECTIVE}")
+        out.append((name, mode))
+    if len({n for n, _ in out}) != len(out):
+        raise M2DError("--objective: the same metric is given twice")
+    return out
 
 
 def summarize(result: GridResult, flat: bool = False) -> dict:

@@ -12,6 +12,7 @@ import argparse
 import json
 import math
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -21,10 +22,13 @@ from .. import presets, storage, tracking
 from ..cluster import local_resources, refuse_unschedulable, start_or_join, wait_for_resources, will_start_local
 from ..config import compose, compose_layers, load_overlay, m2d_home
 from ..errors import M2DError, OneLineParser
+from ..evaluate.grid import DEFAULT_OBJECTIVE, parse_objectives
 
 STATE_FILE = storage.SWEEP_STATE
-DEFAULT_OBJECTIVE = "stsb/spearman/grid_mean:max"
 SMOKE_SAMPLES = 2
+TRIAL_ID = re.compile(r"\w+_\d{5}")  # Tune's <name>_<5-digit index>
+RUN_ID = re.compile(r"[0-9a-f]{32}")  # an MLflow run id
+STATE_KEYS = {"parent_run_id": str, "experiment": str, "tracking_uri": str, "argv": list}  # what --resume reads
 
 
 class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -99,25 +103,38 @@ def main(argv: Sequence[str] | None = None, *, sweep: str | None = None, descrip
         return 2
 
 
-def parse_objectives(items: list[str] | None) -> list[tuple[str, str]]:
-    out = []
-    for item in items or [DEFAULT_OBJECTIVE]:
-        name, _, mode = item.partition(":")
-        mode = mode or "max"
-        parts = name.split("/")
-        if mode not in ("max", "min") or len(parts) != 3 or parts[2] not in tracking.SUMMARIES:
-            raise M2DError(f"--objective: {item!r}; expected <dataset>/<metric>/<summary>[:max|min] with summary one "
-                           f"of {', '.join(tracking.SUMMARIES)}, e.g. {DEFAULT_OBJECTIVE}")
-        out.append((name, mode))
-    if len({n for n, _ in out}) != len(out):
-        raise M2DError("--objective: the same metric is given twice")
-    return out
-
-
 def explicit_data_dir(flag: str | None) -> str | None:
     """``--data-dir`` or ``$M2D_DATA_DIR``, absolute: trial workers may start elsewhere (a job copy, other nodes)."""
     data_dir = flag or os.environ.get("M2D_DATA_DIR")
     return str(Path(data_dir).expanduser().resolve()) if data_dir else None
+
+
+def check_baseline(baseline: str | None, uri: str, rows: Sequence[str] = ()) -> None:
+    """``--baseline`` before any work (the comparison that uses it comes after the last trial): a row of the study,
+    a Tune trial id, or the id of a run that exists in the tracking store."""
+    if baseline is None or baseline in rows or TRIAL_ID.fullmatch(baseline):
+        return
+    if RUN_ID.fullmatch(baseline):
+        if not run_exists(uri, baseline):
+            raise M2DError(f"--baseline: no run {baseline} in the tracking store {uri}")
+        return
+    allowed = ["a trial id such as 1a2b3c4d_00000", "the 32-hex id of an MLflow run"]
+    allowed += [f"a row of this run ({', '.join(rows)})"] if rows else []
+    raise M2DError(f"--baseline: {baseline!r} is none of: {'; '.join(allowed)}")
+
+
+def run_exists(uri: str, run_id: str) -> bool:
+    """Whether the tracking store holds the run; a SQLite store that is not there is not created to find out."""
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
+        return False
+    tracking.check_tracking(uri)
+    from mlflow.exceptions import MlflowException
+
+    try:
+        tracking.client(uri).get_run(run_id)
+    except MlflowException:
+        return False
+    return True
 
 
 def check_counts(args: argparse.Namespace) -> None:
@@ -149,6 +166,10 @@ class Sweep:
         self.rows: dict[str, dict] = {}  # a study's rows (label -> preset + overrides); empty for a sweep
 
     # -- checks (no Ray yet) -----------------------------------------------------------------------------
+    def _preflight(self, uri: str) -> None:
+        """What needs no tracking store or folder, before either is touched (a study checks its rows here)."""
+        check_baseline(self.args.baseline, uri)
+
     def _resume_state(self) -> tuple[Path, dict] | None:
         """On --resume: the run dir and its saved state; the saved arguments replace this call's."""
         if not self.args.resume:
@@ -191,7 +212,8 @@ class Sweep:
         resumed = self._resume_state()
         a = self.args
         uri = tracking.resolve_tracking_uri(a.tracking_uri)
-        tracking.check_tracking(uri)  # first: a dead server is reported within seconds
+        self._preflight(uri)
+        tracking.check_tracking(uri)  # a dead server is reported within seconds
         storage.check_creatable(self.storage, "--storage-path")
         objectives, base, cfg, space, backend = self._check()
         setup = TrialSetup(preset=str(a.preset), base=base, space=space, tracking_uri=uri, workers=a.workers_per_trial,
@@ -319,10 +341,16 @@ def saved_sweep(parser: argparse.ArgumentParser, args: argparse.Namespace, root:
 
 
 def read_state(path: Path) -> dict:
+    """A sweep's ``m2d_sweep.json``, with every key that resuming reads (:data:`STATE_KEYS`) of its type."""
     try:
         state = json.loads(path.read_text())
-        if not isinstance(state, dict) or not {"parent_run_id", "experiment", "argv"} <= set(state):
-            raise ValueError("missing keys")
+        if not isinstance(state, dict):
+            raise ValueError(f"expected a mapping, got {type(state).__name__}")
+        bad = [k for k, kind in STATE_KEYS.items() if not isinstance(state.get(k), kind)]
+        if bad:
+            raise ValueError(f"missing or malformed {', '.join(bad)}")
+        if not all(isinstance(x, str) for x in state["argv"]):
+            raise ValueError("argv: expected a list of arguments")
     except (OSError, ValueError) as err:
         raise M2DError(f"--resume: {path} is unreadable ({err}); start a new sweep (the MLflow runs stay)") from None
     return state
