@@ -94,9 +94,10 @@ def test_autoscaling_cluster_runs_the_smoke_sweep_on_launched_workers(tmp_path, 
     assert len(ev["head"]) == 1 and ev["head"][0]["resources_total"].get("CPU", 0) == 0
     head_id = ev["head"][0]["node_id"]
 
-    # the autoscaler launched 1..2 cpu_worker nodes (Ray's node table; seen ALIVE while the sweep ran)
+    # the autoscaler launched cpu_worker nodes (Ray's node table; seen ALIVE while the sweep ran), never more than 2
+    # alive at once; one that went idle between the two trials may have been replaced by a new launch
     workers = {n["node_id"]: n for n in ev["workers"]}
-    assert 1 <= len(workers) <= 2, workers
+    assert 1 <= len(workers) <= 2 + len(ev["trials"]), workers
     assert set(ev["workers_seen_alive"]) <= set(workers) and 1 <= ev["peak_alive_workers"] <= 2
     assert all(n["resources_total"].get("CPU") == 1 for n in workers.values())
     assert any(re.search(r"Adding \d+ node\(s\) of type cpu_worker", line) for line in ev["autoscaler_log"]), \
