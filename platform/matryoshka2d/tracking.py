@@ -77,8 +77,6 @@ class Key:
         return mlflow_key(f"sweep/{dataset}/{metric}/{kind}")
 
 
-
-
 # -- where runs go ----------------------------------------------------------------------------------------
 def resolve_tracking_uri(uri: str | None = None) -> str:
     """``--tracking-uri`` > ``$MLFLOW_TRACKING_URI`` > ``sqlite:///$M2D_HOME/mlflow.db``; sqlite paths made absolute.
@@ -157,14 +155,16 @@ def _check_server(uri: str, timeout: float) -> None:
         raise M2DError(f"tracking server {uri} is not usable (MLflow API: {body.get('message', '')[:120]})")
 
 
-def _check_sqlite(path: Path) -> None:
+def _check_sqlite(path: Path, flag: str = "tracking uri") -> set[str]:
+    """The tables of a SQLite file, read in read-only mode (nothing is created or changed); not a database: one line."""
     import sqlite3
+    from contextlib import closing
 
     try:
-        with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as con:
-            con.execute("PRAGMA schema_version").fetchone()
+        with closing(sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)) as con:
+            return {row[0] for row in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     except sqlite3.DatabaseError as err:
-        raise M2DError(f"tracking uri: {path} is not a SQLite database ({err})") from None
+        raise M2DError(f"{flag}: {path} is not a SQLite database ({err})") from None
 
 
 STORE_TABLES = ("experiments", "runs")  # what every MLflow SQL store has, whatever its schema version
@@ -185,16 +185,9 @@ def read_only_client(uri: str | None, flag: str = "--tracking-uri") -> "MlflowCl
 
 def _check_store(path: Path, flag: str) -> None:
     """``path`` exists and holds MLflow's tables (read in read-only mode: nothing is created or changed)."""
-    import sqlite3
-    from contextlib import closing
-
     if not path.is_file():
         raise M2DError(f"{flag}: {path} holds no MLflow store (no such file)")
-    try:
-        with closing(sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)) as con:
-            tables = {row[0] for row in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-    except sqlite3.DatabaseError as err:
-        raise M2DError(f"{flag}: {path} is not a SQLite database ({err})") from None
+    tables = _check_sqlite(path, flag)
     missing = [t for t in STORE_TABLES if t not in tables]
     if missing:
         raise M2DError(f"{flag}: {path} holds no MLflow store (no {' or '.join(missing)} table)")

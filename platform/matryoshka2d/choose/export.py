@@ -25,7 +25,6 @@ from .. import storage
 from ..errors import M2DError
 
 REPORT = storage.EXPORT
-ST_MODULES = ("Transformer", "Pooling", "Normalize")  # what a source may hold: the grid reads no other module
 
 
 def resolve_source(name: str) -> str:
@@ -34,18 +33,6 @@ def resolve_source(name: str) -> str:
     if path.is_dir() and not (path / "config.json").is_file() and (path / storage.MODEL / "config.json").is_file():
         return str(path / storage.MODEL)
     return name
-
-
-def check_source_modules(path: str) -> None:
-    """A source with modules beyond Transformer/Pooling/Normalize (e.g. an export's Dense) is not a full encoder."""
-    modules = Path(path) / "modules.json"
-    if not modules.is_file():
-        return
-    extra = [m.get("type", "?").rsplit(".", 1)[-1] for m in json.loads(modules.read_text())]
-    extra = [t for t in extra if t not in ST_MODULES]
-    if extra:
-        raise M2DError(f"MODEL_DIR: {path} has module(s) {', '.join(extra)} after pooling; export from the full "
-                       f"encoder (a model with only {', '.join(ST_MODULES)})")
 
 
 def check_cell(layer: int, dim: int, num_layers: int, hidden_size: int) -> None:
@@ -204,8 +191,7 @@ def export_cell(source: str, layer: int, dim: int, out: str | Path, force: bool 
     name = resolve_source(source)
     shape = model_shape(name)
     check_cell(layer, dim, shape.num_layers, shape.hidden_size)
-    path = resolve_model_path(name)
-    check_source_modules(path)
+    path = resolve_model_path(name)  # model_shape has refused modules the grid cannot honour (an export's Dense)
     out, previous = check_out(out, force, path)
     if bench < 0:
         raise M2DError(f"--bench: {bench} is negative; give a number of sentences, 0 to skip timing")
