@@ -80,7 +80,10 @@ def assert_loopback_only(listening: dict, torch_store: int = 0) -> None:
     assert listening, "no listening socket seen: the watcher missed the cluster"
     wide = {f"{ip}:{port}": name for (ip, port), name in listening.items() if not is_loopback(ip)}
     # /proc's comm holds 15 characters: psutil can return "ray::RayTrainWo" when the full name is not readable
-    stores = [a for a, name in wide.items() if "ray::RayTrainWorker".startswith(name) and len(name) >= 15]
+    # a worker's title carries the method it runs ("ray::RayTrainWorker.poll_status"); /proc may cut it to 15 chars
+    worker = "ray::RayTrainWorker"
+    stores = [a for a, name in wide.items()
+              if name.startswith(worker) or (worker.startswith(name) and len(name) >= 15)]
     assert len(stores) <= torch_store and len(wide) == len(stores), f"listening beyond loopback: {wide}"
 
 
