@@ -83,6 +83,7 @@ def add_dense(path):
 
 POOLING = "1_Pooling/config.json"
 ST_CONFIG = "sentence_bert_config.json"
+ST_MODEL = "config_sentence_transformers.json"
 EXPECTED_FILES = "has no tokenizer files; expected tokenizer.json, or a vocabulary"
 BROKEN = {  # folder -> (how it is broken, what the one line must name)
     "no_tokenizer": (remove("tokenizer.json", "tokenizer_config.json"), EXPECTED_FILES),
@@ -126,10 +127,15 @@ BROKEN = {  # folder -> (how it is broken, what the one line must name)
     "modules_truncated": (cut("modules.json"), "modules.json is not valid JSON"),
     "modules_object": (write("modules.json", json.dumps({"0": "sentence_transformers.models.Transformer"})),
                        "modules.json holds a JSON dict; expected a list"),
-    "modules_dense": (add_dense, "modules.json names module(s) Dense that the grid cannot honour"),
+    "modules_dense": (add_dense, "modules.json names module(s) Dense after the transformer; a cell is a layer's"),
     "pooling_truncated": (cut(POOLING), "1_Pooling/config.json is not valid JSON"),
-    "pooling_max": (edit(POOLING, pooling_mode_mean_tokens=False, pooling_mode_max_tokens=True),
-                    "1_Pooling/config.json pools by max"),
+    "pooling_concatenated": (edit(POOLING, pooling_mode=["cls", "max"]),
+                             "1_Pooling/config.json pools by cls + max concatenated; a cell needs one pooling"),
+    "pooling_unknown": (edit(POOLING, pooling_mode="median"), "pooling_mode 'median' is unknown; allowed mean, cls"),
+    "similarity_euclidean": (edit(ST_MODEL, similarity_fn_name="euclidean"),
+                             "similarity_fn_name 'euclidean'; the grid scores cells by cosine or dot"),
+    "prompt_default_missing": (edit(ST_MODEL, prompts={"query": "q: "}, default_prompt_name="passage"),
+                               "default_prompt_name 'passage' is not one of its prompts (query)"),
     "pooling_dim": (edit(POOLING, word_embedding_dimension=64),
                     "1_Pooling/config.json: word_embedding_dimension 64 is not the model's hidden size 32"),
     "st_config_truncated": (cut(ST_CONFIG), "sentence_bert_config.json is not valid JSON"),

@@ -51,8 +51,8 @@ def pytest_runtest_protocol(item, nextitem):
 # The longest modules first: the suite runs on 2 xdist workers by file in this order (``-n 2 --dist loadfile
 # --no-loadscope-reorder``; xdist's default reorder puts the files with most tests first), so the two longest start at
 # once instead of meeting at the end (measured: smoke reproduction ~5 min, fault bench ~3-4).
-LONGEST_FIRST = ("test_reproduce.py", "test_faults.py", "test_autoscaling.py", "test_sweep.py", "test_job_submit.py",
-                 "test_mlflow_ui.py")
+LONGEST_FIRST = ("test_reproduce.py", "test_faults.py", "test_real_mpnet.py", "test_autoscaling.py", "test_sweep.py",
+                 "test_job_submit.py", "test_mlflow_ui.py")
 
 
 def pytest_collection_modifyitems(config, items):

@@ -28,10 +28,11 @@ from matryoshka2d.testing import make_tiny_bert
 
 import catalogue_analysis
 from catalogue import Case, E, S, T
+import catalogue_data
 import catalogue_models
 import catalogue_study
 
-AREAS = (catalogue_analysis, catalogue_models, catalogue_study)
+AREAS = (catalogue_analysis, catalogue_models, catalogue_study, catalogue_data)
 
 ROOT = Path(__file__).resolve().parents[1]
 STSB_ROW = "main-captions\tMSRvid\t2012test\t{i:04d}\t{score}\tA man is playing a {i} guitar.\tA man plays the {i} guitar."
@@ -56,7 +57,7 @@ CASES = [
     E("eval-max-length-above-positions", "--max-length", "100000",
       needle="--max-length: 100000 exceeds the model's position limit of 512"),
     E("eval-similarity-unknown", "--similarity", "l2", needle="--similarity"),
-    E("eval-pooling-unknown", "--pooling", "max", needle="--pooling"),
+    E("eval-pooling-unknown", "--pooling", "median", needle="--pooling"),
     E("eval-out-under-a-file", "--out", "{files}/plain.txt/out", needle="--out"),
     E("eval-data-dir-missing", "--data-dir", "/nonexistent/data", needle="data_dir: /nonexistent/data does not exist"),
     E("eval-sts-avg-empty-data-dir", "--data", "sts-avg", "--data-dir", "{files}/empty", needle="sts-avg"),
@@ -121,7 +122,7 @@ CASES = [
     T("train-max-length-positions", "--set", "model.max_length=4096",
       needle="model.max_length: 4096 exceeds the model's position limit of 512"),
     T("train-max-length-small", "--set", "model.max_length=4", needle="model.max_length"),
-    T("train-pooling", "--set", "model.pooling=max", needle="model.pooling"),
+    T("train-pooling", "--set", "model.pooling=median", needle="model.pooling"),
     T("train-model-missing", "--set", "model.name=/nonexistent/model", needle="model"),
     T("train-preset-unknown", "--config", "v3", needle="presets: full, mrl"),
     T("train-config-bad-yaml", "--config", "{files}/bad.yaml", needle="bad.yaml line 3: invalid YAML"),

@@ -38,11 +38,13 @@ def embed(path, **kwargs) -> torch.Tensor:
 
 
 def test_good_folders_load(tiny):
-    assert read_model(str(tiny)).settings == {"pooling": "mean"}
+    assert read_model(str(tiny)).settings == {"pooling": "mean", "include_prompt": True}
     assert load_encoder(str(tiny), device="cpu").num_layers == 2
     # the bundled MiniLM: its checkpoint holds a position_ids buffer the model does not load (unexpected: benign)
     folder = read_model("minilm-l6")
-    assert folder.settings == {"pooling": "mean", "max_length": 256} and len(folder.tokenizer) > 30000
+    s = folder.settings
+    assert (s["pooling"], s["max_length"], s["normalize"], s["prompts"].named) == ("mean", 256, True, {})
+    assert len(folder.tokenizer) > 30000
     assert load_encoder("minilm-l6", device="cpu").max_length == 256
 
 
@@ -91,7 +93,7 @@ def test_a_broken_folder_is_refused_before_its_weights_load(tiny, tmp_path, monk
 
 def test_the_load_report_refuses_what_the_header_check_cannot_judge(tiny, tmp_path, monkeypatch):
     """Without the header check (a transformers whose renaming helpers moved) the load report refuses the same way."""
-    import matryoshka2d.encoder as encoder
+    import matryoshka2d.encoder.folder as encoder
 
     broken = copy(tiny, tmp_path)
     config = json.loads((broken / "config.json").read_text())
@@ -106,9 +108,8 @@ def test_pooling_in_either_sentence_transformers_format(tiny, tmp_path):
     (folder / "1_Pooling" / "config.json").write_text(json.dumps({"embedding_dimension": 32, "pooling_mode": "cls"}))
     assert read_model(str(folder)).settings["pooling"] == "cls"
     assert load_encoder(str(folder), device="cpu").pooling == "cls"
-    (folder / "1_Pooling" / "config.json").write_text(json.dumps({"embedding_dimension": 32, "pooling_mode": "max"}))
-    with pytest.raises(M2DError, match="1_Pooling/config.json pools by max; the grid pools mean or cls"):
-        load_encoder(str(folder), device="cpu")
+    (folder / "1_Pooling" / "config.json").write_text(json.dumps({"pooling_mode_max_tokens": True}))  # legacy flags
+    assert load_encoder(str(folder), device="cpu").pooling == "max"
     assert load_encoder(str(folder), pooling="mean", device="cpu").pooling == "mean"  # a choice overrides it
 
 

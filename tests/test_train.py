@@ -137,7 +137,7 @@ def test_make_batches_is_deterministic_and_bucketed():
     ({"method": {"layer_weighting": "cubic"}}, "method.layer_weighting"),
     ({"method": {"kl": {"temperature": -1}}}, "method.kl.temperature"),
     ({"method": {"n_dims_per_step": 0}}, "method.n_dims_per_step"),
-    ({"model": {"pooling": "max"}}, "model.pooling"),
+    ({"model": {"pooling": "median"}}, "model.pooling"),
 ])
 def test_invalid_config_is_one_line_naming_the_field(overrides, field):
     with pytest.raises(M2DError) as err:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Sequence
 
 from . import storage
+from .config import POOLINGS
 from .errors import M2DError, OneLineParser
 
 
@@ -42,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"m2d (matryoshka2d) {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_eval(sub)
+    _add_mteb(sub)
     _add_train(sub)
     sub.add_parser("sweep", add_help=False,  # main() hands everything after "sweep" to the sweep driver
                    help="a Ray Tune sweep over config fields, every trial an MLflow run (m2d sweep --space weighting; "
@@ -54,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_report(sub)
     _add_pick(sub)
     _add_export(sub)
+    _add_data(sub)
     return parser
 
 
@@ -99,17 +102,22 @@ def _add_eval(sub) -> None:
     p = sub.add_parser("eval", help="evaluate every (layer, dim) cell of a model",
                        description="Encode each dataset once for all layers, score every (layer, dim) cell, "
                                    "write grid.csv, timings.json and heatmaps.")
-    p.add_argument("--model", required=True, help="model directory, alias (minilm-l6) or hub name")
+    p.add_argument("--model", required=True, help="model directory, alias (minilm-l6, mpnet-base) or hub name")
     p.add_argument("--data", required=True, action="append", metavar="NAME_OR_PATH",
                    help="dataset name (stsb, sts12..sts16, sickr, scifact, ...; sts-avg = all available STS sets "
                         "plus their mean) or path; repeatable")
     p.add_argument("--split", default="test")
     p.add_argument("--layers", default="all", help="'all' (1..L) or e.g. 1,3,6 (0 = embedding output)")
     p.add_argument("--dims", default="all", help="'all' (8,16,...,H) or e.g. 8,16,32")
-    p.add_argument("--pooling", choices=("mean", "cls"), default=None, help="default: the model folder's setting")
+    p.add_argument("--pooling", choices=POOLINGS, default=None,
+                   help="default: the model folder's setting, else mean (a causal LM: lasttoken)")
+    p.add_argument("--prompt", action="append", default=None, metavar="NAME=TEXT",
+                   help="a prompt put before inputs (query=..., document=...); replaces the folder's prompts; repeatable")
+    p.add_argument("--default-prompt", default=None, metavar="NAME", help="the prompt of STS inputs (default: the folder's)")
     p.add_argument("--max-length", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--similarity", choices=("cos", "dot"), default="cos", help="retrieval scoring (STS is cosine)")
+    p.add_argument("--similarity", choices=("cos", "dot"), default=None,
+                   help="retrieval scoring (STS is cosine); default: the folder's similarity_fn_name, else cos")
     p.add_argument("--fixed-docs", action="store_true",
                    help="retrieval: documents always from the last layer, queries at each (layer, dim)")
     p.add_argument("--precision", default="float32", metavar="LIST",
@@ -139,6 +147,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
     if args.batch_size < 1 or (args.max_length is not None and args.max_length < 1):
         raise M2DError("--batch-size and --max-length must be positive integers")
+    prompts = _prompts(args.prompt)
     _quiet_transformers()
     shape = model_shape(args.model)  # config.json only: every flag is checked before weights or data load
     layers = parse_layers(args.layers, shape.num_layers, "--layers")
@@ -152,13 +161,15 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     for ds in datasets:
         check_evaluable(ds)
     check_precisions(datasets, precisions)
-    encoder = load_encoder(args.model, pooling=args.pooling, max_length=args.max_length)
+    encoder = load_encoder(args.model, pooling=args.pooling, max_length=args.max_length, prompts=prompts,
+                           default_prompt_name=args.default_prompt)
+    similarity = args.similarity or encoder.similarity or "cos"
     out = _make_out_dir(args.out)  # before the long encode, so an unwritable --out fails at once
     # Join $RAY_ADDRESS or start a loopback-only local Ray; shut down after only if this call started it
     started_ray = args.ray and start_or_join(None, include_dashboard=False, log_to_driver=False)
     try:
         result = evaluate_grid(encoder, datasets, layers, dims, batch_size=args.batch_size,
-                               similarity=args.similarity, sts_avg=sts_avg,
+                               similarity=similarity, sts_avg=sts_avg,
                                executor=parallel.ray_tasks if args.ray else parallel.in_process,
                                fixed_documents=args.fixed_docs, precisions=precisions,
                                rescore_multiplier=args.rescore_multiplier)
@@ -180,6 +191,109 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _prompts(items: list[str] | None) -> dict[str, str] | None:
+    """``--prompt NAME=TEXT`` flags as a mapping (None when none is given: the folder's prompts stand)."""
+    if items is None:
+        return None
+    pairs = [item.partition("=") for item in items]
+    bad = next((item for item, (name, eq, _) in zip(items, pairs) if not name or not eq), None)
+    if bad is not None:
+        raise M2DError(f"--prompt {bad!r}: expected NAME=TEXT, e.g. query='query: '")
+    return {name: text for name, _, text in pairs}
+
+
+def _add_mteb(sub) -> None:
+    p = sub.add_parser("mteb", help="MTEB's own evaluators on every (layer, dim) cell, each text encoded once",
+                       description="Run MTEB tasks on every (layer, dim) cell of a model from one encode of each text: "
+                                   "MTEB's result files per cell under OUT/results/<model>__L<l>-d<d>/<revision>/, "
+                                   "the main scores in OUT/grid.csv, both logged to one MLflow run. Needs the mteb "
+                                   "extra (pip install 'matryoshka2d[mteb]').")
+    p.add_argument("--model", required=True, help="model directory, alias (minilm-l6, mpnet-base) or hub name")
+    p.add_argument("--task", required=True, action="append", metavar="NAME",
+                   help="a set of the data dir (stsb, sts12..sts16, sickr, scifact, ...; a path or hf:, as m2d eval) "
+                        "or an MTEB task name whose data is cached (STSBenchmark, SciFact, ...); repeatable")
+    p.add_argument("--split", default="test", help="the data dir's sets' split (an MTEB task runs its eval splits)")
+    p.add_argument("--layers", default="all", help="'all' (1..L) or e.g. 1,3,6 (0 = embedding output)")
+    p.add_argument("--dims", default="all", help="'all' (8,16,...,H) or e.g. 8,16,32")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--similarity", choices=("cos", "dot"), default=None,
+                   help="retrieval scoring (STS is cosine), as m2d eval; default: the folder's similarity_fn_name, "
+                        "else cos")
+    p.add_argument("--max-examples", type=int, default=None, metavar="N",
+                   help="the data dir's sets only: the first N STS pairs, or N queries with their judged documents "
+                        "plus 10 N others (as eval.max_examples)")
+    p.add_argument("--data-dir", default=None, help="data root (default: $M2D_DATA_DIR or the project's data dir)")
+    p.add_argument("--tracking-uri", default=None, help="MLflow store (default $MLFLOW_TRACKING_URI, else "
+                                                        "sqlite:///$M2D_HOME/mlflow.db)")
+    p.add_argument("--experiment-name", default="m2d-mteb", help="MLflow experiment (default m2d-mteb)")
+    p.add_argument("--no-mlflow", action="store_true", help="write the files only")
+    p.add_argument("--out", required=True, help="output directory")
+    p.set_defaults(func=_cmd_mteb)
+
+
+def _cmd_mteb(args: argparse.Namespace) -> int:
+    from functools import partial
+
+    from . import tracking
+    from .cells import parse_dims, parse_layers
+    from .encoder import load_encoder, resolve_model_path
+    from .resolve import model_shape
+    from .train.loop import cap_eval_set
+
+    try:
+        from .evaluate import mteb_cells
+    except ModuleNotFoundError as err:
+        if err.name != "mteb":
+            raise
+        raise M2DError("m2d mteb needs the mteb extra: pip install 'matryoshka2d[mteb]'") from None
+    if args.batch_size < 1 or (args.max_examples is not None and args.max_examples < 1):
+        raise M2DError("--batch-size and --max-examples must be positive integers")
+    _quiet_transformers()
+    shape = model_shape(args.model)  # config.json only: every flag is checked before weights or data load
+    layers = parse_layers(args.layers, shape.num_layers, "--layers")
+    dims = parse_dims(args.dims, shape.hidden_size, "--dims")
+    uri = None if args.no_mlflow else tracking.resolve_tracking_uri(args.tracking_uri)
+    if uri:
+        tracking.check_tracking(uri)
+    out = storage.check_creatable(args.out, "--out")
+    cap = partial(cap_eval_set, n=args.max_examples) if args.max_examples else None
+    tasks = [mteb_cells.task_for(name, args.split, args.data_dir, cap) for name in args.task]
+    encoder = load_encoder(args.model)
+    similarity = args.similarity or getattr(encoder, "similarity", None) or "cos"  # as m2d eval scores
+    label, revision = mteb_cells.model_label(args.model), mteb_cells.model_revision(resolve_model_path(args.model))
+    run = mteb_cells.evaluate_cells(encoder, tasks, layers, dims, _make_out_dir(str(out)), label, revision,
+                                    similarity, args.batch_size)
+    run.grid.to_csv(out / storage.GRID)
+    (out / storage.TIMINGS).write_text(json.dumps(run.grid.timings, indent=2) + "\n")
+    print(format_grid(run.grid))
+    t = run.grid.timings
+    print(f"mteb: {t['cells']} cells x {len(tasks)} task(s), {run.encoded} texts encoded once ({t['encode_s']:.1f}s), "
+          f"total {t['total_s']:.1f}s -> {run.results}")
+    if uri:
+        params = {"model": args.model, "revision": revision, "tasks": ",".join(args.task), "layers": args.layers,
+                  "dims": args.dims, "similarity": similarity, "max_examples": str(args.max_examples)}
+        run_id = _log_mteb(uri, args.experiment_name, f"mteb {label}", params, out, run)
+        print(f"mteb: logged to MLflow run {run_id} ({uri})")
+    return 0
+
+
+def _log_mteb(uri: str, experiment: str, name: str, params: dict[str, str], out: Path, run) -> str:
+    """One MLflow run: each cell's main score (``<task>/<main score>/cell/L.._D..``) and its summaries, grid.csv at
+    the root (``m2d compare`` reads it by run id) and MTEB's results folder under ``results/``."""
+    from . import tracking
+    from .evaluate import summarize
+
+    mlf = tracking.client(uri)
+    tracking.quiet_mlflow()  # after mlflow's import, which sets its own level
+    run_id = mlf.create_run(tracking.ensure_experiment(mlf, experiment, uri), run_name=name).info.run_id
+    tracking.log_params(mlf, run_id, params)
+    tracking.log_metrics(mlf, run_id, {**tracking.cell_metrics(run.grid), **summarize(run.grid, flat=True)}, step=0)
+    mlf.log_artifact(run_id, str(out / storage.GRID))
+    mlf.log_artifacts(run_id, str(run.results), artifact_path=run.results.name)
+    mlf.set_terminated(run_id)
+    return run_id
+
+
 def _write_latency(encoder, datasets, path: Path) -> None:
     """Latency of the evaluated texts (queries for retrieval, sentences for STS), measured last: it cuts the encoder."""
     from .choose.pick import format_latency, measure_latency
@@ -199,7 +313,7 @@ def _add_export(sub) -> None:
                        description="Cut the encoder to LAYER blocks and save it with truncation to DIM and "
                                    "normalisation (the grid's cell); SentenceTransformer(OUT) loads it as is. "
                                    "Prints and writes OUT/export.json: sizes on disk and encode speed vs the full model.")
-    p.add_argument("model", metavar="MODEL_DIR", help="m2d train output dir (its model/), model dir or alias (minilm-l6)")
+    p.add_argument("model", metavar="MODEL_DIR", help="m2d train output dir (its model/), model dir or alias (minilm-l6, mpnet-base)")
     p.add_argument("--layer", type=int, required=True, help="blocks to keep, 1..L")
     p.add_argument("--dim", type=int, required=True, help="embedding dims to keep, 1..H")
     p.add_argument("--out", required=True, help="a new or empty folder")
@@ -220,6 +334,24 @@ def _cmd_export(args: argparse.Namespace) -> int:
                          data_dir=args.data_dir)
     print(format_report(report))
     print(f"-> {args.out}")
+    return 0
+
+
+def _add_data(sub) -> None:
+    p = sub.add_parser("data", help="what a data dir holds of each named dataset, what is missing, checksums",
+                       description="For every named dataset and split: present (its files, bytes, sha256 prefix) or "
+                                   "missing (which file, and where to get it). Exit 0 even when some are missing.")
+    p.add_argument("--data-dir", default=None, help="data root (default: $M2D_DATA_DIR or ./data)")
+    p.add_argument("--json", action="store_true", help="print the listing as JSON")
+    p.set_defaults(func=_cmd_data)
+
+
+def _cmd_data(args: argparse.Namespace) -> int:
+    from .data import data_dir
+    from .data.inventory import format_inventory, inventory
+
+    report = inventory(data_dir(args.data_dir))
+    print(json.dumps(report, indent=2) if args.json else format_inventory(report))
     return 0
 
 

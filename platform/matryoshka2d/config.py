@@ -23,14 +23,20 @@ def m2d_home() -> Path:
     return Path(os.environ.get("M2D_HOME") or "~/.matryoshka2d").expanduser().resolve()
 
 
+POOLINGS = ("mean", "cls", "max", "mean_sqrt_len_tokens", "weightedmean", "lasttoken")  # sentence-transformers' modes
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)  # NaN is never a setting
 
 
 class ModelConfig(_Strict):
     name: str = "minilm-l6"
-    pooling: Literal["mean", "cls"] | None = None  # None: the model folder's own setting, else mean
+    # None: the model folder's own setting, else mean (a causal LM: lasttoken), as sentence-transformers
+    pooling: Literal[POOLINGS] | None = None
     max_length: int = Field(64, ge=8, le=8192)
+    prompts: dict[str, str] | None = None  # name -> text put before each input (query, document); None: the folder's
+    default_prompt_name: str | None = None  # the prompt of inputs with no role (STS, NLI)
 
 
 class DataConfig(_Strict):

@@ -1,7 +1,10 @@
 """Export one (layer, dim) cell as a standalone SentenceTransformer folder.
 
-The encoder is cut to its first ``layer`` blocks (the dropped blocks' weights are not saved and never run),
-and sentence-transformers' own modules reproduce the grid's cell, ``normalize(pooled[:dim])``:
+The encoder is cut to its first ``layer`` blocks (the dropped blocks' weights are not saved and never run; a
+decoder keeps its final norm, so the cut model's output is the grid's layer), and sentence-transformers' own
+modules reproduce the grid's cell. A model scored by dot product (``similarity_fn_name: dot``) is exported as
+``pooled[:dim]`` (``truncate_dim``, no normalisation: the dot product is the score); a cosine model as
+``normalize(pooled[:dim])``:
 Transformer -> Pooling -> Dense(H -> dim) -> Normalize, plus ``truncate_dim=dim`` in
 ``config_sentence_transformers.json``. ST applies ``truncate_dim`` *after* every module, so Normalize alone
 followed by ``truncate_dim`` would give a truncated unit vector, not a unit vector; the Dense is a bias-free
@@ -118,8 +121,8 @@ def folder_bytes(path: str | Path) -> int:
 
 
 def write_cell(encoder, layer: int, dim: int, out: Path):
-    """Cut ``encoder`` (in place) to ``layer`` blocks and save the cell to ``out`` (a new folder); returns the loaded
-    ST model."""
+    """Cut ``encoder`` (in place) to ``layer`` blocks and save the cell to ``out`` (a new folder), with the encoder's
+    prompts and similarity; returns the loaded ST model."""
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.sentence_transformer.modules import Dense, Normalize
 
@@ -129,6 +132,10 @@ def write_cell(encoder, layer: int, dim: int, out: Path):
     truncate_layers(encoder, layer)
     save_sentence_transformer(encoder, out)  # Transformer + Pooling with the source's pooling and max length
     model = SentenceTransformer(str(out), device="cpu")
+    if encoder.similarity == "dot":  # the score is the raw inner product of the cut vectors
+        model.truncate_dim = dim
+        model.save(str(out), create_model_card=False)
+        return model
     if dim < hidden:
         model.append(Dense(hidden, dim, bias=False, activation_function=torch.nn.Identity(),
                            init_weight=torch.eye(hidden)[:dim].clone()))
@@ -145,8 +152,8 @@ def full_model(source_path: str, encoder):
     from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer
 
     transformer = Transformer(source_path, max_seq_length=encoder.max_length)
-    return SentenceTransformer(modules=[transformer, Pooling(encoder.hidden_size, encoder.pooling), Normalize()],
-                               device="cpu")
+    pooling = Pooling(encoder.hidden_size, encoder.pooling, include_prompt=encoder.include_prompt)
+    return SentenceTransformer(modules=[transformer, pooling, Normalize()], device="cpu")
 
 
 def encode_speed(model, texts: list[str], batch_size: int = 32, repeats: int = 3) -> float:
@@ -185,7 +192,7 @@ def export_cell(source: str, layer: int, dim: int, out: str | Path, force: bool 
     the export and the full model on ``bench`` STS-B sentences. Every input is checked (config.json and file names
     only) before weights load; the export is written to a staging folder (in ``out`` if it exists, else beside it) and
     moved in at the end, so a failure leaves a previous export whole."""
-    from ..encoder import load_encoder, resolve_model_path, save_sentence_transformer
+    from ..encoder import blocks, load_encoder, resolve_model_path, save_sentence_transformer
     from ..resolve import model_shape
 
     name = resolve_source(source)
@@ -200,6 +207,7 @@ def export_cell(source: str, layer: int, dim: int, out: str | Path, force: bool 
 
         data.check_files("--bench", "stsb", "test", data_dir)  # the speed sample; --bench 0 skips it
     encoder = load_encoder(name, device="cpu")
+    blocks(encoder.module)  # a model whose blocks cannot be found cannot be cut: refused before anything is written
     pooling, max_length = encoder.pooling, encoder.max_length
     full = full_model(path, encoder) if bench else None
     beside = out if out.is_dir() else out.parent  # where check_out found it can write
@@ -213,6 +221,7 @@ def export_cell(source: str, layer: int, dim: int, out: str | Path, force: bool 
         report = {
             "source": source, "source_path": path, "layer": layer, "dim": dim,
             "num_layers": shape.num_layers, "hidden_size": shape.hidden_size, "pooling": pooling,
+            "similarity": encoder.similarity or "cos",
             "max_length": max_length, "modules": [type(m).__name__ for m in model], "size_bytes": folder_bytes(stage),
             "full_size_bytes": full_bytes, "source_size_bytes": folder_bytes(path) if Path(path).is_dir() else None,
             "files": files,

@@ -1,6 +1,8 @@
 """Data loaders: evaluation sets (STS, retrieval) and training data (NLI triplets, scored pairs, qrels pairs).
 
-``sources`` says what one run reads (files, checksums); ``registry`` names the datasets and their files.
+``sources`` says what one run reads (files, checksums); ``registry`` names the datasets and their files; ``hf``
+reads ``hf:`` sources (hub ids, local files and folders) by their columns (``columns``); ``inventory`` lists what a
+data dir holds (``m2d data``) with each dataset's origin (``origins``).
 
 Everything returns the plain containers in ``types``; every bad input raises a one-line ``M2DError``
 naming the file, the line and the problem. See ``load`` for dataset names and path formats.

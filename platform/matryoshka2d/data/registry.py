@@ -1,7 +1,7 @@
-"""Dataset names -> files and loaders, the data directory, path sniffing, and file checksums.
+"""Dataset names -> files and loaders, the data directory, path sniffing, ``hf:`` sources, and file checksums.
 
 One table drives ``load``, ``available_sts_sets`` and ``file_checksums`` so the files a run reports
-are exactly the files it read.
+are exactly the files it read. ``hf:`` specs go to :mod:`.hf` (hub, or local files and folders by their columns).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 from ..errors import M2DError
 from ..methods import IN_BATCH
 from ._io import first_existing, sha256_prefix
-from .hf import load_hf_sts
+from . import hf
 from .nli import senteval_splits, triplets_from_senteval, load_triplet_tsv
 from .retrieval import beir_files, beir_training_pairs, load_beir, load_msmarco
 from .sts import SEMEVAL_SUBSETS, SICK_FILES, _semeval_files, is_sick_file, load_sick, load_semeval_sts, load_stsb, \
@@ -123,7 +123,18 @@ def _entry(name: str, split: str) -> Entry:
 
 def _unknown(name: str) -> M2DError:
     return M2DError(f"unknown dataset {name!r} (and no such path); allowed names: {', '.join(EVAL_NAMES)}; "
-                    "or a path (BEIR folder, SemEval STS folder, STS-B .csv, SICK file) or hf:<dataset>[:<config>]")
+                    "or a path (BEIR folder, SemEval STS folder, STS-B .csv, SICK file) or hf:<dataset>[:<config>] "
+                    "(a hub id, or a .parquet/.jsonl/.json/.csv file, a folder of them or a save_to_disk folder)")
+
+
+def _root(override: str | Path | None) -> Path | None:
+    """The data dir for ``hf:`` paths: a given one must exist; the default one may be absent (then: none)."""
+    if override not in (None, ""):
+        return data_dir(override)
+    try:
+        return data_dir(None)
+    except M2DError:
+        return None
 
 
 def _existing_path(name: str, root: str | Path | None) -> Path | None:
@@ -167,7 +178,7 @@ def load(name_or_path: str, split: str = "test", data_dir: str | Path | None = N
     """An evaluation dataset by registry name, ``hf:`` spec, or path (format recognised from contents)."""
     name = str(name_or_path)
     if name.startswith("hf:"):
-        return load_hf_sts(name, split)
+        return hf.load_hf(name, split, _root(data_dir), want="eval")  # type: ignore[return-value]
     if name in REGISTRY:
         entry = _entry(name, split)
         if entry.kind == "triplets":
@@ -214,6 +225,8 @@ def expand_eval_names(names: list[str], data_dir: str | Path | None = None) -> t
 def load_scored_pairs(name_or_path: str = "stsb", split: str = "train",
                       data_dir: str | Path | None = None) -> STSPairs:
     """Scored pairs for training (e.g. STS-B train, CoSENT/AnglE-style losses)."""
+    if str(name_or_path).startswith("hf:"):
+        return hf.load_hf(str(name_or_path), split, _root(data_dir), want="pairs")  # type: ignore[return-value]
     data = load(name_or_path, split, data_dir)
     if not isinstance(data, STSPairs):
         raise M2DError(f"{name_or_path}: is a retrieval set, not scored sentence pairs")
@@ -221,23 +234,29 @@ def load_scored_pairs(name_or_path: str = "stsb", split: str = "train",
 
 
 def load_triplets(name_or_path: str = "snli", split: str = "dev", data_dir: str | Path | None = None) -> Triplets:
-    """NLI triplets: ``snli``, a triplet tsv[.gz], or a SentEval SNLI folder (derived the same way)."""
+    """NLI triplets: ``snli``, a triplet tsv[.gz], a SentEval SNLI folder (derived the same way), or ``hf:`` pairs or
+    triplets (anchor, positive[, negative] and their aliases)."""
     name = str(name_or_path)
+    if name.startswith("hf:"):
+        return hf.load_hf(name, split, _root(data_dir), want="triplets")  # type: ignore[return-value]
     if name in REGISTRY:
         if REGISTRY[name].kind != "triplets":
             raise M2DError(f"{name}: not a triplet set; allowed: snli, a triplet .tsv[.gz] or a SentEval SNLI folder")
         return _entry(name, split).loader(_data_dir(data_dir), split)  # type: ignore[return-value]
     path = _existing_path(name, data_dir)
     if path is None:
-        raise M2DError(f"unknown triplet set {name!r} (and no such path); allowed: snli, a triplet .tsv[.gz] "
-                       "or a SentEval SNLI folder (s1.<split>, s2.<split>, labels.<split>)")
+        raise M2DError(f"unknown triplet set {name!r} (and no such path); allowed: snli, a triplet .tsv[.gz], "
+                       "a SentEval SNLI folder (s1.<split>, s2.<split>, labels.<split>) or hf:<dataset>[:<config>]")
     if path.is_dir():
         return triplets_from_senteval(path, split)
     return load_triplet_tsv(path, split)
 
 
 def load_retrieval_train(name: str = "scifact", data_dir: str | Path | None = None, split: str = "train") -> Triplets:
-    """(query, positive doc) pairs from a BEIR set's training qrels; negatives empty (in-batch negatives)."""
+    """(query, positive doc) pairs from a BEIR set's (or an ``hf:`` retrieval set's) training qrels; negatives empty
+    (in-batch negatives)."""
+    if name.startswith("hf:"):
+        return hf.load_hf(name, split, _root(data_dir), want="triplets")  # type: ignore[return-value]
     if name in REGISTRY and REGISTRY[name].kind == "retrieval" and name not in MSMARCO_FILES:
         return beir_training_pairs(_data_dir(data_dir) / name, split, name=name)
     path = _existing_path(name, data_dir)
@@ -250,7 +269,7 @@ def dataset_files(name_or_path: str, split: str = "test", data_dir: str | Path |
     """The files ``load``/``load_triplets`` read for this dataset and split."""
     name = str(name_or_path)
     if name.startswith("hf:"):
-        return []
+        return hf.files(name, split, _root(data_dir))
     if name in REGISTRY:
         return _entry(name, split).files(_data_dir(data_dir), split)
     path = _existing_path(name, data_dir)
@@ -267,7 +286,13 @@ def dataset_files(name_or_path: str, split: str = "test", data_dir: str | Path |
 def train_source(task_loss: str, name: str, split: str, data_dir: str | Path | None = None) -> tuple[str, str, str]:
     """What a training run reads: (kind, dataset, split). ``mnrl`` / ``ce`` take triplets or, for a BEIR set (``scifact``
     or a BEIR folder), (query, positive) pairs of its training qrels; score losses take scored pairs (``snli`` has
-    none, so they train on STS-B train)."""
+    none, so they train on STS-B train). An ``hf:`` source reads split ``train`` for ``all`` (the default), else the
+    split given; it is a retrieval set when its columns say so."""
+    if name.startswith("hf:"):
+        split = "train" if split == "all" else split
+        if task_loss not in IN_BATCH:
+            return "pairs", name, split
+        return ("retrieval" if _hf_retrieval(name, data_dir) else "triplets"), name, split
     if task_loss in IN_BATCH:
         if name in REGISTRY and REGISTRY[name].kind == "retrieval":
             return "retrieval", name, "train"
@@ -276,6 +301,14 @@ def train_source(task_loss: str, name: str, split: str, data_dir: str | Path | N
             return "retrieval", name, "train"
         return "triplets", name, split
     return "pairs", "stsb" if name == "snli" else name, "train"
+
+
+def _hf_retrieval(name: str, data_dir: str | Path | None) -> bool:
+    """Whether an ``hf:`` source is a retrieval set; one that cannot be read is not (its loader says why)."""
+    try:
+        return hf.is_retrieval(hf.parse(name, _root(data_dir)))
+    except M2DError:
+        return False
 
 
 def load_train_source(task_loss: str, name: str, split: str, data_dir: str | Path | None = None):
@@ -304,7 +337,7 @@ def check_files(field: str, name: str, split: str, data_dir: str | Path | None =
 def file_checksums(name: str, split: str, data_dir: str | Path | None = None) -> dict[str, str]:
     """``{file: sha256[:16]}`` for run tracking; keys are relative to the data dir when inside it.
 
-    ``hf:`` datasets have no local files to hash and give ``{}``.
+    A hub ``hf:`` dataset has no local files: its entries are ``{hf:<id>:<config>/<split>: revision or fingerprint}``.
     """
     files = dataset_files(name, split, data_dir)
     try:
@@ -318,4 +351,6 @@ def file_checksums(name: str, split: str, data_dir: str | Path | None = None) ->
         resolved = path.resolve()
         key = str(resolved.relative_to(root)) if root and resolved.is_relative_to(root) else str(resolved)
         out[key] = sha256_prefix(path)
+    if name.startswith("hf:"):
+        out.update(hf.fingerprints(name, split, _root(data_dir)))
     return out

@@ -169,7 +169,12 @@ def load_msmarco(collection: Path, topics: Path, qrels: Path, name: str, split: 
 
 def beir_training_pairs(folder: str | Path, split: str = "train", name: str | None = None) -> Triplets:
     """(query, positive doc) pairs from a BEIR split's qrels with grade > 0; doc text is ``title text``."""
-    data = load_beir(folder, split, name)
+    return qrels_pairs(load_beir(folder, split, name))
+
+
+def qrels_pairs(data: RetrievalSet) -> Triplets:
+    """(query, positive doc) pairs of a retrieval set's qrels with grade > 0, doc text ``title text``; negatives empty
+    (in-batch negatives)."""
     ids, texts = data.doc_texts()
     doc_text = dict(zip(ids, texts))
     anchors, positives = [], []
@@ -178,7 +183,7 @@ def beir_training_pairs(folder: str | Path, split: str = "train", name: str | No
             if grade > 0:
                 anchors.append(data.queries[qid])
                 positives.append(doc_text[doc_id])
-    return Triplets(name=data.name, split=split, anchors=anchors, positives=positives, negatives=[])
+    return Triplets(name=data.name, split=data.split, anchors=anchors, positives=positives, negatives=[])
 
 
 def load_msmarco_triples(path: str | Path) -> Triplets:

@@ -41,6 +41,9 @@ def training_source(cfg: "Config") -> tuple[str, str, str]:
     if cfg.data.hard_negatives and kind != "retrieval":
         raise M2DError(f"data.hard_negatives: mined from a retrieval training set (BEIR qrels, e.g. scifact) with task "
                        f"loss mnrl or ce; {cfg.data.train!r} with {cfg.method.task_loss!r} reads {kind}")
+    if cfg.data.hard_negatives and name.startswith("hf:"):
+        raise M2DError(f"data.hard_negatives: mined from a BEIR folder or a named set (scifact); {name!r} trains with "
+                       "in-batch negatives only (set data.hard_negatives=0)")
     return kind, name, split
 
 

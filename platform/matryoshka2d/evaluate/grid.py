@@ -166,6 +166,9 @@ def evaluate_grid(encoder, datasets: Sequence[STSPairs | RetrievalSet], layers: 
     """
     if similarity not in SIMILARITIES:
         raise M2DError(f"similarity: unknown {similarity!r}; allowed {', '.join(SIMILARITIES)}")
+    if similarity == "dot" and getattr(encoder, "normalize", False) and any(isinstance(d, RetrievalSet) for d in datasets):
+        raise M2DError("similarity: dot, but the model's modules.json normalises the full embedding before a cell cuts "
+                       "it (its cells' dot products would depend on the dims cut away); score by cos")
     layers = parse_layers(layers, encoder.num_layers)
     dims = parse_dims(dims, encoder.hidden_size)
     precisions = parse_precisions(precisions)
@@ -249,9 +252,9 @@ def _encode_sts(encoder, ds: STSPairs, layers, batch_size, show_progress) -> dic
 def _encode_retrieval(encoder, ds: RetrievalSet, layers, batch_size, show_progress, doc_layers=None) -> dict:
     qids, qtexts, doc_ids, doc_texts, qrels = retrieval.prepare(ds)
     queries = encoder.encode_layers(qtexts, layers, batch_size=batch_size, show_progress=show_progress,
-                                    desc=f"{ds.name} queries")
+                                    desc=f"{ds.name} queries", role="query")
     corpus = encoder.encode_layers(doc_texts, doc_layers or layers, batch_size=batch_size, show_progress=show_progress,
-                                   desc=f"{ds.name} corpus")
+                                   desc=f"{ds.name} corpus", role="document")
     return {"queries": queries.numpy(), "corpus": corpus.numpy(), "qids": qids, "doc_ids": doc_ids, "qrels": qrels}
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import os
 import re
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -334,9 +335,14 @@ def model_name(base: dict) -> str:
 
     path = m2d_home() / "models" / "tiny-bert-4x96"
     if not (path / "config.json").is_file():
-        make_tiny_bert(path.with_name(path.name + f".{os.getpid()}"), num_layers=4, hidden_size=96, num_heads=4,
-                       intermediate_size=192, seed=0)
-        os.replace(path.with_name(path.name + f".{os.getpid()}"), path) if not path.exists() else None
+        staged = path.with_name(path.name + f".{os.getpid()}")
+        make_tiny_bert(staged, num_layers=4, hidden_size=96, num_heads=4, intermediate_size=192, seed=0)
+        try:
+            os.replace(staged, path)
+        except OSError:  # another driver (two studies at once) moved its identical copy in first
+            if not (path / "config.json").is_file():
+                raise
+            shutil.rmtree(staged, ignore_errors=True)
     return str(path)
 
 

@@ -265,6 +265,9 @@ class StudyRun(Sweep):
             cfg["data"].pop("data_dir", None)  # where the data (or the tiny model, under $M2D_HOME) lies is not
             if self.study.base().get("model", {}).get("name") == TINY:  # what the run is
                 cfg["model"]["name"] = TINY
+            for key in ("prompts", "default_prompt_name"):  # added later: unset, they leave recorded hashes valid
+                if cfg["model"][key] is None:
+                    del cfg["model"][key]
             hashes[row.label] = hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:12]
         return {"study": self.study.name, "study_file": str(self.study.path), "scale": self.study.scale,
                 "data": self.study.data, "sets": self.args.sets, "seeds": self.args.seeds, "rows": list(hashes),

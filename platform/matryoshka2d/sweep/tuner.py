@@ -58,6 +58,9 @@ def grid_tuner(setup: TrialSetup, concurrency: int, storage_path: str, run_name:
 
 
 def _tuner(setup: TrialSetup, storage_path: str, run_name: str, tune_config: tune.TuneConfig) -> tune.Tuner:
+    # a finished trial's process runs the next trial: torch, transformers and the data are imported once, not per
+    # trial (a smoke trial is mostly that start-up); a trial keeps no state in its process (MLflow by client)
+    tune_config.reuse_actors = True
     return tune.Tuner(
         trainable(setup), param_space=setup.space.tune_space(), tune_config=tune_config,
         run_config=tune.RunConfig(

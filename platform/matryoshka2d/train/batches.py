@@ -6,7 +6,7 @@ from __future__ import annotations
 import random
 
 from ..config import Config
-from ..data.sources import TrainData, load_training
+from ..data.sources import TrainData, load_training, training_source
 from ..encoder import Encoder
 from ..errors import M2DError
 
@@ -23,6 +23,14 @@ def load_train_data(cfg: Config) -> TrainData:
     if len(out) < cfg.train.batch_size:
         raise M2DError(f"train.batch_size: {cfg.train.batch_size} exceeds the {len(out)} training examples")
     return out
+
+
+def column_roles(cfg: Config, columns: int) -> list[str | None]:
+    """Each column's prompt role: retrieval training (BEIR qrels, mined negatives) has queries then documents, as
+    retrieval evaluation encodes them; any other set (NLI triplets, scored pairs) takes the default prompt."""
+    if training_source(cfg)[0] == "retrieval":
+        return ["query"] + ["document"] * (columns - 1)
+    return [None] * columns
 
 
 def make_batches(lengths: list, batch_size: int, seed: int, epoch: int, bucketing: bool = True,
@@ -48,7 +56,7 @@ def make_batches(lengths: list, batch_size: int, seed: int, epoch: int, bucketin
 def token_lengths(encoder: Encoder, data: TrainData) -> list[tuple[int, int]]:
     """Sort keys (first column's tokens, the other columns' tokens), truncated as the encoder truncates: anchors
     match exactly within a batch, the shorter columns roughly; ``train.column_chunks`` removes most of the rest."""
-    per_column = [encoder.token_ids(col) for col in data.columns]
+    per_column = [encoder.token_ids(col) for col in data.columns]  # a prompt adds the same tokens to a whole column
     return [(len(per_column[0][i]), sum(len(c[i]) for c in per_column[1:])) for i in range(len(data))]
 
 

