@@ -54,17 +54,34 @@ def test_grid_cell_is_sentence_transformers_on_the_exported_cell(arch, side, pai
     assert np.isfinite(grid.cell("stsb", "spearman", LAYERS, HIDDEN))
 
 
-@pytest.mark.parametrize("arch", ARCHITECTURES)
-def test_two_training_steps_of_v2(arch, data_dir, tmp_path):
+def _train(arch: str, preset: str, data_dir, tmp_path, **sets):
     source = make_tiny_model(tmp_path / "src", arch, LAYERS, HIDDEN)
-    cfg = load_config("v2", {"model": {"name": str(source), "max_length": 24},
-                             "data": {"data_dir": str(data_dir), "max_train_examples": 16},
-                             "train": {"max_steps": 2, "batch_size": 8, "log_every": 1000},
-                             "eval": {"max_examples": 8, "dims": "8,32"}})
-    before = {k: v.clone() for k, v in load_encoder(str(source), device="cpu").module.state_dict().items()}
+    cfg = load_config(preset, {"model": {"name": str(source), "max_length": 24},
+                               "data": {"data_dir": str(data_dir), "max_train_examples": 16},
+                               "train": {"max_steps": 2, "batch_size": 8, "log_every": 1000},
+                               "eval": {"max_examples": 8, "dims": "8,32"}, **sets})
+    before = load_encoder(str(source), device="cpu").module.state_dict()
     summary = train(cfg, tmp_path / "out", Hooks(show_progress=False, device="cpu"))
     assert summary["steps"] == 2
     after = load_encoder(str(tmp_path / "out" / "model"), device="cpu")
-    assert after.pooling == ("lasttoken" if arch in DECODERS else "mean")
     moved = [k for k, v in after.module.state_dict().items() if k in before and not torch.equal(v, before[k])]
     assert moved, "no weight changed in two steps"
+    return after
+
+
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+def test_two_training_steps_of_v2(arch, data_dir, tmp_path):
+    after = _train(arch, "v2", data_dir, tmp_path)
+    assert after.pooling == ("lasttoken" if arch in DECODERS else "mean")
+
+
+PRESETS = ["full", "mrl", "v1", "v1-st6", "v2-fulldim", "starbucks", "separate"]
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_every_preset_trains_a_decoder(preset, data_dir, tmp_path):
+    """Qwen3 (per-block attention kinds in its config): ``separate`` cuts it to one block before training."""
+    sets = {"method": {"pairs": [[1, "H"]], "pairs_reference": None}} if preset == "separate" else {}
+    after = _train("qwen3", preset, data_dir, tmp_path, **sets)
+    if preset == "separate":
+        assert after.num_layers == 1 and len(after.config.layer_types) == 1  # the cut kept the config whole

@@ -257,12 +257,11 @@ def _cmd_mteb(args: argparse.Namespace) -> int:
         tracking.check_tracking(uri)
     out = storage.check_creatable(args.out, "--out")
     cap = partial(cap_eval_set, n=args.max_examples) if args.max_examples else None
-    tasks = [mteb_cells.task_for(name, args.split, args.data_dir, cap) for name in args.task]
+    tasks = [mteb_cells.task_for(name, args.split, args.data_dir, cap) for name in dict.fromkeys(args.task)]
     encoder = load_encoder(args.model)
     similarity = args.similarity or getattr(encoder, "similarity", None) or "cos"  # as m2d eval scores
     label, revision = mteb_cells.model_label(args.model), mteb_cells.model_revision(resolve_model_path(args.model))
-    run = mteb_cells.evaluate_cells(encoder, tasks, layers, dims, _make_out_dir(str(out)), label, revision,
-                                    similarity, args.batch_size)
+    run = mteb_cells.evaluate_cells(encoder, tasks, layers, dims, out, label, revision, similarity, args.batch_size)
     run.grid.to_csv(out / storage.GRID)
     (out / storage.TIMINGS).write_text(json.dumps(run.grid.timings, indent=2) + "\n")
     print(format_grid(run.grid))
@@ -280,11 +279,14 @@ def _cmd_mteb(args: argparse.Namespace) -> int:
 def _log_mteb(uri: str, experiment: str, name: str, params: dict[str, str], out: Path, run) -> str:
     """One MLflow run: each cell's main score (``<task>/<main score>/cell/L.._D..``) and its summaries, grid.csv at
     the root (``m2d compare`` reads it by run id) and MTEB's results folder under ``results/``."""
+    import importlib
+
     from . import tracking
     from .evaluate import summarize
 
+    importlib.import_module("mlflow")  # its import sets its loggers' level: quieted after it, before the store is made
+    tracking.quiet_mlflow()
     mlf = tracking.client(uri)
-    tracking.quiet_mlflow()  # after mlflow's import, which sets its own level
     run_id = mlf.create_run(tracking.ensure_experiment(mlf, experiment, uri), run_name=name).info.run_id
     tracking.log_params(mlf, run_id, params)
     tracking.log_metrics(mlf, run_id, {**tracking.cell_metrics(run.grid), **summarize(run.grid, flat=True)}, step=0)

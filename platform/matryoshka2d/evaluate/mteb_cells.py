@@ -1,7 +1,7 @@
 """MTEB over every (layer, dim) cell: MTEB's own evaluators score each cell, and each text is encoded once.
 
-A :class:`LayerCache` holds every text's pooled embedding at every requested layer, filled the first time MTEB asks
-for the text (one forward pass gives all layers). A :class:`CellEncoder` is MTEB's encoder for one cell: the cached
+A :class:`LayerCache` holds every text's pooled embedding at every requested layer (one forward pass gives all
+layers): a local task's texts encoded up front in the grid's order, an MTEB task's the first time MTEB asks for them. A :class:`CellEncoder` is MTEB's encoder for one cell: the cached
 vectors of its layer cut to their first ``d`` dims, scored as the grid scores it (pairs by cosine, a query
 against documents by cosine or dot). So the
 transformer runs once per text, not once per cell, while MTEB writes its own result files for each cell, under
@@ -57,14 +57,15 @@ class LayerCache:
     """
 
     def __init__(self, encoder, layers: Sequence[int], batch_size: int = 64, show_progress: bool | None = None):
-        self.encoder, self.layers, self.batch_size, self.show_progress = encoder, list(layers), batch_size, show_progress
+        self.encoder, self.layers, self.batch_size = encoder, list(layers), batch_size
+        self.show_progress = show_progress
         self.rows: dict[tuple[str, str], np.ndarray] = {}  # -> [len(layers), H]
         self.encoded = 0
         self.encode_s = 0.0
 
     def fill(self, texts: Sequence[str], role: str | None = None) -> list[tuple[str, str]]:
         """Encode those of ``texts`` not cached yet, in one call; their keys. A task's texts given here in the grid's
-        order go through the same length-sorted batches as the grid's, so the vectors are the grid's to the bit."""
+        order go through the grid's length-sorted batches, so float32 rounding cannot reorder near-tied pairs."""
         prompt = _prompt(self.encoder, role)
         keys = [(prompt, text) for text in texts]
         missing = list(dict.fromkeys(k for k in keys if k not in self.rows))
@@ -107,8 +108,8 @@ class CellEncoder(AbsEncoder):
         return self.cache.cell(texts, role, self.pos, self.dim)
 
     def similarity_pairwise(self, embeddings1, embeddings2):
-        """Cosine, whatever the meta says: the grid's STS is cosine (MTEB's own, a float32 torch cosine as the grid's,
-        so Spearman of the same cell agrees to the last bit)."""
+        """Cosine, whatever the meta says, as the grid's STS: MTEB's float32 torch cosine, computed as the grid's
+        (scikit-learn's, MTEB's ``cosine_spearman``, rounds differently and can reorder near-tied pairs)."""
         return pairwise_cos_sim(embeddings1, embeddings2)
 
 
@@ -253,8 +254,9 @@ def load_task(task: AbsTask) -> AbsTask:
         raise
     except Exception as err:  # noqa: BLE001 - datasets/hub raise anything (ConnectionError, DatasetNotFoundError, ...)
         reason = " ".join(str(err).split())[:200] or type(err).__name__
-        raise M2DError(f"task {task.metadata.name}: cannot load its data ({reason}); without the hub (HF_HUB_OFFLINE=1) "
-                       f"an MTEB task runs only when its dataset is in the Hugging Face cache") from None
+        raise M2DError(f"task {task.metadata.name}: cannot load its data ({reason}); without the hub "
+                       f"(HF_HUB_OFFLINE=1) an MTEB task runs only when its dataset is in the Hugging Face "
+                       f"cache") from None
     return task
 
 
