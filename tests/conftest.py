@@ -17,6 +17,13 @@ import pytest
 os.environ["M2D_DATA_DIR"] = str(Path(os.environ.get("M2D_DATA_DIR") or Path(__file__).parents[1].parent / "shared"
                                       / "data").resolve())
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # one xdist worker per core: a second OpenMP thread per worker (and per process a test starts) only spins
+    # against the other worker's (a torch job slows several-fold when two contend for the 2 cores)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    import torch
+
+    torch.set_num_threads(1)
 
 # Short tools a fast test may run (no server, no Python start-up): the Dockerfile linter, git, and uname (the
 # standard library's platform.processor() asks it).

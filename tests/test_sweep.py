@@ -169,67 +169,6 @@ def test_sweep_end_to_end_torchtrainer_two_workers(tiny, tmp_path, env):
     assert retried[0].data.tags["m2d.resumed_from_step"] == "5" and retried[0].data.tags["m2d.resumed_from"] == "ray"
 
 
-@pytest.mark.e2e
-def test_killed_sweep_resumes_without_duplicate_runs(tiny, tmp_path, env):
-    """``m2d sweep``: SIGKILL the driver (and its local Ray) after the first trial has reported, then --resume."""
-    name = "killme"
-    args = sweep_args(tiny, tmp_path, name, "--num-samples", "3", "--max-concurrent", "2",
-                      "--set", "train.max_steps=20", "--set", "eval.every_steps=10",
-                      "--set", "train.checkpoint_every=10", "--set", "train.log_every=10", command=M2D_SWEEP)
-    log = (tmp_path / "first.log").open("w")
-    proc = subprocess.Popen(args, env=env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    mlf = None
-    listening: dict = {}
-    deadline = time.monotonic() + 180
-    try:
-        while time.monotonic() < deadline and proc.poll() is None:
-            time.sleep(0.5)
-            # Tune's state is saved and the driver has set up the MLflow DB (opening it earlier would race
-            # the driver's schema creation)
-            if not list((tmp_path / "ray").glob(f"{name}-*/experiment_state-*.json")):
-                continue
-            for _, pname, ip, port in listening_sockets(session_processes(proc.pid)):
-                listening[(ip, port)] = pname
-            mlf = mlf or client(tmp_path)
-            _, trials = runs_of(mlf, name)
-            if any("stsb/spearman/grid_mean" in r.data.metrics for r in trials):
-                break
-        else:
-            pytest.fail(f"no trial reported before the deadline (exit {proc.poll()}):\n"
-                        + (tmp_path / "first.log").read_text()[-3000:])
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)  # the driver and the local Ray it started share its session
-        proc.wait(timeout=30)
-        log.close()
-    _, before = runs_of(mlf, name)
-    assert any(r.info.status == "RUNNING" for r in before), "killed too late: nothing was running"
-    assert_loopback_only(listening)  # the local Ray the sweep started: every port on 127.0.0.1
-
-    resumed = subprocess.run(sweep_args(tiny, tmp_path, name, "--resume", command=M2D_SWEEP), env=env,
-                             cwd=tmp_path, capture_output=True, text=True, timeout=300)
-    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
-    assert "sweep: resuming" in resumed.stdout
-
-    parents, trials = runs_of(mlf, name)
-    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
-    run_dir = next((tmp_path / "ray").glob(f"{name}-*"))
-    tune_trials = {p.name.split("_")[2] for p in run_dir.glob("run_trial_*")}
-    ids = [r.data.tags["m2d.trial_id"] for r in trials]
-    assert len(tune_trials) == 3 and sorted(ids) == sorted(tune_trials), (ids, tune_trials)
-    assert all(r.info.status == "FINISHED" for r in trials), [(r.data.tags["m2d.trial_id"], r.info.status)
-                                                             for r in trials]
-    for run in trials:  # resumed trials continue their own run: one history, no second run
-        assert run.data.tags["mlflow.parentRunId"] == parents[0].info.run_id
-        # every trial, also one ASHA stopped at its first evaluation, has its grid, table, config and heatmaps
-        files = {a.path for a in mlf.list_artifacts(run.info.run_id)}
-        assert {"grid.csv", "grid.json", "config.yaml", "heatmaps", "images"} <= files, (run.data.tags, files)
-    # the summary is written by the resumed driver, over all three trials
-    board = json.loads(Path(mlf.download_artifacts(parents[0].info.run_id, "summary/leaderboard_stsb_spearman.json",
-                                                   str(tmp_path / "board"))).read_text())
-    assert len(board["data"]) == 3
-
-
 def test_dead_tracking_server_is_one_line_before_training(tmp_path, env, capsys, monkeypatch):
     from matryoshka2d.sweep import main
 

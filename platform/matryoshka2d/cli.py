@@ -313,7 +313,8 @@ def _write_latency(encoder, datasets, path: Path) -> None:
 def _add_export(sub) -> None:
     p = sub.add_parser("export", help="write one (layer, dim) cell as a standalone SentenceTransformer model",
                        description="Cut the encoder to LAYER blocks and save it with truncation to DIM and "
-                                   "normalisation (the grid's cell); SentenceTransformer(OUT) loads it as is. "
+                                   "normalisation (the grid's cell; a dot-product model is not normalised), its "
+                                   "prompts and similarity; SentenceTransformer(OUT) loads it as is. "
                                    "Prints and writes OUT/export.json: sizes on disk and encode speed vs the full model.")
     p.add_argument("model", metavar="MODEL_DIR", help="m2d train output dir (its model/), model dir or alias (minilm-l6, mpnet-base)")
     p.add_argument("--layer", type=int, required=True, help="blocks to keep, 1..L")
