@@ -38,7 +38,10 @@ def bench_module():
 def test_fault_bench_short_meets_every_goal(tmp_path, data_dir):
     out = tmp_path / "faults.json"
     env = {**os.environ, "M2D_DATA_DIR": str(data_dir), "HF_HUB_OFFLINE": "1", "RAY_USAGE_STATS_ENABLED": "0"}
-    proc = subprocess.Popen([sys.executable, str(BENCH), "--short", "--json", str(out)], env=env, cwd=tmp_path,
+    # the killed worker and the killed driver; the server outage is the reporter's test below (a real server killed
+    # mid-run) and the bench's own full run (docs/reliability.md): its sweep-level row costs ~90 s more here
+    proc = subprocess.Popen([sys.executable, str(BENCH), "--short", "--faults", "worker,driver", "--json", str(out)],
+                            env=env, cwd=tmp_path,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         log, _ = proc.communicate(timeout=1500)
@@ -49,7 +52,7 @@ def test_fault_bench_short_meets_every_goal(tmp_path, data_dir):
     assert out.is_file(), log[-6000:]
     report = json.loads(out.read_text())
     rows = {r["fault"]: r for r in report["rows"]}
-    assert list(rows) == ["baseline", "worker SIGKILL", "driver SIGKILL+resume", "MLflow outage"], log[-3000:]
+    assert list(rows) == ["baseline", "worker SIGKILL", "driver SIGKILL+resume"], log[-3000:]
     for fault, row in rows.items():
         assert row["completed"] and row["once"], (fault, row)
         assert row["duplicate_runs"] == 0 and row["running"] == 0 and row["steps_lost"] == 0, (fault, row)
@@ -68,11 +71,6 @@ def test_fault_bench_short_meets_every_goal(tmp_path, data_dir):
     assert driver["running_after_kill"] >= 1 and driver["said_resuming"], driver
     assert int(driver["resumed_from_step"]) % every == 0, driver  # continued from a checkpoint, in its own run
 
-    outage = rows["MLflow outage"]
-    assert outage["evidence"]["down_s"] >= 5, outage
-    assert outage["evidence"]["warnings"] >= 1 and outage["evidence"]["recovered"] >= 1, outage  # it was mid-trial
-    assert outage["evidence"]["tracebacks"] == 0, outage
-    assert outage["steps_twice"] == 0, "buffered metrics were logged twice"
 
 
 def test_reporter_buffers_through_a_real_server_outage(tmp_path, monkeypatch, capsys):

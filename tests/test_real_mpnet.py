@@ -66,11 +66,11 @@ def test_whole_grid_on_stsb_test(grid):
 def test_full_cell_embeddings_are_sentence_transformers_own(mpnet, stsb):
     from sentence_transformers import SentenceTransformer
 
-    texts = sts.unique_sentences(stsb)[0][::10]  # 256 of the 2,552, spread over the file
+    texts = sts.unique_sentences(stsb)[0][::25]  # 103 of the 2,552, spread over the file
     model = SentenceTransformer(resolve_model_path("mpnet-base"), device="cpu")
     want = model.encode(texts, batch_size=BATCH, convert_to_tensor=True)  # its Normalize module: unit vectors
     got = torch.nn.functional.normalize(mpnet.encode_layers(texts, [12], batch_size=BATCH)[0], dim=-1)
-    assert len(texts) == 256 and torch.allclose(got, want.cpu(), atol=1e-5, rtol=0)
+    assert len(texts) == 103 and torch.allclose(got, want.cpu(), atol=1e-5, rtol=0)
 
 
 # -- joining split zips ----------------------------------------------------------------------------------------------
