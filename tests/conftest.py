@@ -1,8 +1,9 @@
 """Shared fixtures (the real data directory, read-only) and the two test tiers.
 
 ``pytest -m "not e2e"`` is the development loop: it starts no process. A test that starts one (Ray, an MLflow
-server, a browser, a fresh venv, the CLI or a sweep in a subprocess) carries ``@pytest.mark.e2e`` and runs in the
-full suite (CI); one that starts a process without the marker fails at that moment, naming the command.
+server, a browser, a fresh venv, the CLI or a sweep in a subprocess), or runs real bert-base weights, carries
+``@pytest.mark.e2e`` and runs in the full suite (CI); one that starts a process without the marker fails at that
+moment, naming the command.
 """
 
 from __future__ import annotations
