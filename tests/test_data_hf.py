@@ -17,21 +17,12 @@ import pytest
 from matryoshka2d import data as d
 from matryoshka2d.config import compose
 from matryoshka2d.data.columns import KINDS
-from matryoshka2d.errors import M2DError
+
+from test_data import one_line_error  # the one-line check test_data.py defines
 
 STS = [{"sentence1": f"A man plays guitar {i}.", "sentence2": f"Someone plays music {i}.", "score": s}
        for i, s in enumerate((4.5, 1.0, 3.25, 0.0))]
 TRIPLETS = [{"anchor": f"anchor {i}", "positive": f"positive {i}", "negative": f"negative {i}"} for i in range(3)]
-
-
-def one_line_error(fn, *needles: str) -> str:
-    with pytest.raises(M2DError) as info:
-        fn()
-    msg = str(info.value)
-    assert "\n" not in msg, msg
-    for needle in needles:
-        assert needle in msg, f"{needle!r} not in {msg!r}"
-    return msg
 
 
 def write_rows(path: Path, rows: list[dict]) -> Path:

@@ -144,6 +144,12 @@ def model_revision(path: str) -> str:
 
 
 # -- tasks -----------------------------------------------------------------------------------------------------
+def _local_metadata(name: str, split: str, kind: str, main_score: str, revision: str) -> TaskMetadata:
+    """MTEB's description of a data-dir set: its name, one split, ``local/<name>`` at ``revision``."""
+    return TaskMetadata(name=name, type=kind, main_score=main_score, description=f"{name} ({split}) from the data dir",
+                        dataset={"path": f"local/{name}", "revision": revision}, eval_splits=[split], **_LOCAL)
+
+
 class LocalSTS(AbsTaskSTS):
     """An STS set of the data dir as an MTEB STS task. Main score: ``spearman``, the Spearman of the cell's own
     pairwise similarity (cosine, :meth:`CellEncoder.similarity_pairwise`), the grid's cell. MTEB's STS tasks name
@@ -151,10 +157,7 @@ class LocalSTS(AbsTaskSTS):
     few 1e-6 of Spearman on a real model."""
 
     def __init__(self, pairs: STSPairs, revision: str = NO_REVISION):
-        self.metadata = TaskMetadata(name=pairs.name, type="STS", main_score="spearman",
-                                     description=f"{pairs.name} ({pairs.split}) from the data dir",
-                                     dataset={"path": f"local/{pairs.name}", "revision": revision},
-                                     eval_splits=[pairs.split], **_LOCAL)
+        self.metadata = _local_metadata(pairs.name, pairs.split, "STS", "spearman", revision)
         super().__init__()
         self.pairs = pairs
 
@@ -178,10 +181,7 @@ class LocalRetrieval(AbsTaskRetrieval):
     ignore_identical_ids = True
 
     def __init__(self, rset: RetrievalSet, revision: str = NO_REVISION):
-        self.metadata = TaskMetadata(name=rset.name, type="Retrieval", main_score="ndcg_at_10",
-                                     description=f"{rset.name} ({rset.split}) from the data dir",
-                                     dataset={"path": f"local/{rset.name}", "revision": revision},
-                                     eval_splits=[rset.split], **_LOCAL)
+        self.metadata = _local_metadata(rset.name, rset.split, "Retrieval", "ndcg_at_10", revision)
         super().__init__()
         self.rset = rset
 
